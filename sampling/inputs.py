@@ -1,0 +1,175 @@
+"""Input checks, run before the first denoising step.
+
+Every problem raises :class:`SamplingInputError` naming the input at fault, so
+a long run never fails halfway through for a reason known at the start.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..views import View, ViewError
+from .errors import SamplingInputError
+from .multiview import REDUCTIONS, PromptEmbeddings
+
+MAX_VIEWS = 8
+MAX_SEED = 2**64 - 1
+
+
+@dataclass
+class RunChecks:
+    """The checks both stages share; constructing it runs them."""
+
+    stage: str
+    unet: object
+    views: Sequence
+    embeddings: PromptEmbeddings
+    num_candidates: int
+    seed: int
+    generators: Sequence[torch.Generator] | None
+    guidance_scale: float
+    reduction: str
+    view_weights: Sequence[float] | None
+    max_batch_size: int | None
+
+    def __post_init__(self):
+        self._check_views()
+        self._check_embeddings()
+        self._check_candidates()
+        self._check_guidance()
+
+    def check_views_at(self, size: int) -> None:
+        for index, view in enumerate(self.views):
+            try:
+                view.check_size(size)
+            except ViewError as error:
+                raise SamplingInputError(
+                    "views", f"view {index + 1} ({view.name}) cannot apply at {size} px in {self.stage}: {error}"
+                ) from error
+
+    def denoiser_options(self) -> dict:
+        return dict(
+            num_candidates=self.num_candidates,
+            guidance_scale=float(self.guidance_scale),
+            reduction=self.reduction,
+            view_weights=self.view_weights,
+            max_batch_size=self.max_batch_size,
+        )
+
+    def _check_views(self) -> None:
+        count = len(self.views)
+        if not 1 <= count <= MAX_VIEWS:
+            raise SamplingInputError("views", f"need 1 to {MAX_VIEWS} views, got {count}")
+        for index, view in enumerate(self.views):
+            if not isinstance(view, View):
+                raise SamplingInputError("views", f"view {index + 1} is a {type(view).__name__}, not a View")
+
+    def _check_embeddings(self) -> None:
+        positive, negative = self.embeddings.positive, self.embeddings.negative
+        if positive.ndim != 3:
+            raise SamplingInputError(
+                "prompt embeddings", f"expected (prompts, tokens, dim), got shape {tuple(positive.shape)}"
+            )
+        if positive.shape[0] != len(self.views):
+            raise SamplingInputError(
+                "prompt embeddings",
+                f"{positive.shape[0]} prompts for {len(self.views)} views: give exactly one prompt per view, "
+                "in view order",
+            )
+        if negative.ndim != 3 or negative.shape[0] not in (1, positive.shape[0]) or negative.shape[1:] != positive.shape[1:]:
+            raise SamplingInputError(
+                "negative embeddings",
+                f"shape {tuple(negative.shape)} does not match the prompts' {tuple(positive.shape)} "
+                "(one negative per view, or one shared by all)",
+            )
+        expected_dim = _text_embedding_dim(self.unet)
+        if expected_dim is not None and positive.shape[2] != expected_dim:
+            raise SamplingInputError(
+                "prompt embeddings",
+                f"embedding size {positive.shape[2]} does not fit this UNet, which takes {expected_dim}: "
+                "encode the prompts with the text encoder that belongs to this model (T5-XXL for DeepFloyd IF)",
+            )
+
+    def _check_candidates(self) -> None:
+        if self.num_candidates < 1:
+            raise SamplingInputError("candidates", f"need at least 1 candidate, got {self.num_candidates}")
+        if self.generators is not None:
+            if len(self.generators) != self.num_candidates:
+                raise SamplingInputError(
+                    "generators", f"{len(self.generators)} generators for {self.num_candidates} candidates"
+                )
+            if any(g.device.type != "cpu" for g in self.generators):
+                raise SamplingInputError("generators", "generators must be CPU generators (seeds are device-independent)")
+        elif not 0 <= int(self.seed) <= MAX_SEED - (self.num_candidates - 1):
+            raise SamplingInputError("seed", f"seed must be in [0, {MAX_SEED - (self.num_candidates - 1)}], got {self.seed}")
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            raise SamplingInputError("max batch size", f"must be at least 1, got {self.max_batch_size}")
+
+    def _check_guidance(self) -> None:
+        if not math.isfinite(self.guidance_scale):
+            raise SamplingInputError("guidance scale", f"must be a finite number, got {self.guidance_scale}")
+        if self.reduction not in REDUCTIONS:
+            raise SamplingInputError(
+                "reduction", f"unknown reduction {self.reduction!r}; choose one of {', '.join(REDUCTIONS)}"
+            )
+        if self.view_weights is None:
+            return
+        weights = list(self.view_weights)
+        if self.reduction == "alternate":
+            raise SamplingInputError("view weights", "weights apply to the mean and sum reductions, not alternate")
+        if len(weights) != len(self.views):
+            raise SamplingInputError("view weights", f"{len(weights)} weights for {len(self.views)} views")
+        if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+            raise SamplingInputError("view weights", f"weights must be non-negative with a positive sum, got {weights}")
+
+
+def check_stage_1_unet(unet) -> None:
+    config = unet.config
+    if config.in_channels != 3 or getattr(config, "class_embed_type", None) is not None:
+        raise SamplingInputError(
+            "model",
+            f"this UNet takes {config.in_channels} input channels and a noise-level label: it is a Stage II "
+            "(super-resolution) model. Load a Stage I model (IF-I-M, IF-I-L or IF-I-XL) for Stage I",
+        )
+    _check_square_sample_size(unet)
+
+
+def check_stage_2_inputs(unet, image_noising_scheduler, image: torch.Tensor, noise_level: int) -> None:
+    config = unet.config
+    if config.in_channels != 6:
+        raise SamplingInputError(
+            "model",
+            f"this UNet takes {config.in_channels} input channels: it is a Stage I model. Load a Stage II "
+            "model (IF-II-M or IF-II-L) for Stage II",
+        )
+    size = _check_square_sample_size(unet)
+    if image.ndim != 4 or image.shape[1] != 3 or image.shape[2] != image.shape[3] or image.shape[0] < 1:
+        raise SamplingInputError(
+            "image", f"expected a batch of square RGB images (K, 3, h, h), got shape {tuple(image.shape)}"
+        )
+    if image.shape[-1] >= size:
+        raise SamplingInputError(
+            "image",
+            f"the image is {image.shape[-1]} px but this Stage II model makes {size} px images from smaller "
+            "ones: give it the Stage I output (64 px for DeepFloyd IF)",
+        )
+    train_steps = image_noising_scheduler.config.num_train_timesteps
+    if not 0 <= int(noise_level) < train_steps:
+        raise SamplingInputError("noise level", f"must be in [0, {train_steps - 1}], got {noise_level}")
+
+
+def _check_square_sample_size(unet) -> int:
+    size = unet.config.sample_size
+    if not isinstance(size, int):
+        raise SamplingInputError("model", f"the UNet's sample_size {size!r} is not square; IF models are square")
+    return size
+
+
+def _text_embedding_dim(unet) -> int | None:
+    # IF's UNets project T5 states with encoder_hid_dim; others take cross_attention_dim directly.
+    config = unet.config
+    return getattr(config, "encoder_hid_dim", None) or getattr(config, "cross_attention_dim", None)

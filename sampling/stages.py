@@ -1,0 +1,218 @@
+"""Stage I (text -> 64 px) and Stage II (64 -> 256 px) multi-view samplers for DeepFloyd IF.
+
+Both take any diffusers IF UNet and scheduler, any device and dtype. Randomness
+follows the published code (github.com/dangeng/visual_anagrams) exactly: with
+``generator = torch.manual_seed(seed)`` it draws the initial noise, (Stage II)
+the augmentation noise of the upsampled image, then the scheduler's variance
+noise every step, all on the CPU. Here candidate k gets its own CPU generator
+seeded ``seed + k``, so candidate k of a K-candidate run is the single-candidate
+run with seed ``seed + k``, and Stage II can continue Stage I's generators as the
+published code does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+
+from .errors import SamplingCancelled
+from .inputs import RunChecks, check_stage_1_unet, check_stage_2_inputs
+from .multiview import MultiViewDenoiser, PromptEmbeddings
+from .schedules import resolve_timesteps
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What the per-step callback sees. Tensors stay on the device: reading
+    them (e.g. for a preview) is the callback's choice, and its cost."""
+
+    step: int  # steps completed, 1..total
+    total: int
+    timestep: int
+    sample: torch.Tensor  # x_{t-1}, (K, 3, H, W)
+    predicted_clean: torch.Tensor  # the scheduler's x_0 estimate, (K, 3, H, W) in [-1, 1]
+
+
+# Return True to stop the run (raises SamplingCancelled); raising also works.
+StepCallback = Callable[[StepInfo], "bool | None"]
+
+
+@dataclass
+class SampleResult:
+    images: torch.Tensor  # (K, 3, H, W) in model space, about [-1, 1], not clamped
+    generators: list[torch.Generator]  # advanced past this stage: pass them on to Stage II
+
+
+def candidate_generators(seed: int, num_candidates: int) -> list[torch.Generator]:
+    """CPU generators for candidates ``seed, seed + 1, ...`` (``torch.manual_seed`` streams)."""
+    return [torch.Generator(device="cpu").manual_seed(seed + k) for k in range(num_candidates)]
+
+
+@torch.inference_mode()
+def sample_stage_1(
+    unet,
+    scheduler,
+    views: Sequence,
+    embeddings: PromptEmbeddings,
+    *,
+    num_candidates: int = 1,
+    seed: int = 0,
+    generators: Sequence[torch.Generator] | None = None,
+    num_inference_steps: int = 30,
+    timesteps: Sequence[int] | str | None = None,
+    guidance_scale: float = 10.0,
+    reduction: str = "mean",
+    view_weights: Sequence[float] | None = None,
+    max_batch_size: int | None = None,
+    callback: StepCallback | None = None,
+    device: torch.device | str | None = None,
+) -> SampleResult:
+    """Sample ``num_candidates`` Stage I illusions at the UNet's ``sample_size``.
+
+    ``timesteps`` may be an explicit descending list or an IF schedule name
+    (``"smart50"``, ``"fast27"``, ...), replacing ``num_inference_steps``.
+    ``generators`` (one CPU generator per candidate) replace ``seed``.
+    """
+    run = RunChecks(
+        stage="Stage I",
+        unet=unet,
+        views=views,
+        embeddings=embeddings,
+        num_candidates=num_candidates,
+        seed=seed,
+        generators=generators,
+        guidance_scale=guidance_scale,
+        reduction=reduction,
+        view_weights=view_weights,
+        max_batch_size=max_batch_size,
+    )
+    check_stage_1_unet(unet)
+    size = unet.config.sample_size
+    run.check_views_at(size)
+    device, dtype = _execution_device(unet, device), unet.dtype
+    scheduler = _fresh_copy(scheduler)
+    resolve_timesteps(scheduler, num_inference_steps, timesteps)
+    generators = _generators(seed, generators, num_candidates)
+
+    sample = randn_tensor(
+        (num_candidates, unet.config.in_channels, size, size), generator=generators, device=device, dtype=dtype
+    )
+    sample = sample * scheduler.init_noise_sigma
+    denoiser = MultiViewDenoiser(
+        unet, views, embeddings, device=device, dtype=dtype, **run.denoiser_options()
+    )
+    images = _denoise(scheduler, denoiser, sample, generators, callback)
+    return SampleResult(images=images, generators=generators)
+
+
+@torch.inference_mode()
+def sample_stage_2(
+    unet,
+    scheduler,
+    image_noising_scheduler,
+    image: torch.Tensor,
+    views: Sequence,
+    embeddings: PromptEmbeddings,
+    *,
+    noise_level: int = 50,
+    seed: int = 0,
+    generators: Sequence[torch.Generator] | None = None,
+    num_inference_steps: int = 30,
+    timesteps: Sequence[int] | str | None = None,
+    guidance_scale: float = 10.0,
+    reduction: str = "mean",
+    view_weights: Sequence[float] | None = None,
+    max_batch_size: int | None = None,
+    callback: StepCallback | None = None,
+    device: torch.device | str | None = None,
+) -> SampleResult:
+    """Refine low-resolution illusions ``image`` (K, 3, h, w) in [-1, 1] to the UNet's size.
+
+    Each image of the batch is one candidate. The UNet sees the noisy sample
+    concatenated with the image upsampled bilinearly (``align_corners=True``)
+    and noise-augmented at ``noise_level``, which it also gets as ``class_labels``.
+    """
+    num_candidates = image.shape[0] if image.ndim == 4 else 0
+    run = RunChecks(
+        stage="Stage II",
+        unet=unet,
+        views=views,
+        embeddings=embeddings,
+        num_candidates=num_candidates,
+        seed=seed,
+        generators=generators,
+        guidance_scale=guidance_scale,
+        reduction=reduction,
+        view_weights=view_weights,
+        max_batch_size=max_batch_size,
+    )
+    check_stage_2_inputs(unet, image_noising_scheduler, image, noise_level)
+    size = unet.config.sample_size
+    run.check_views_at(image.shape[-1])
+    run.check_views_at(size)
+    device, dtype = _execution_device(unet, device), unet.dtype
+    scheduler = _fresh_copy(scheduler)
+    resolve_timesteps(scheduler, num_inference_steps, timesteps)
+    generators = _generators(seed, generators, num_candidates)
+
+    noisy_channels = unet.config.in_channels // 2
+    sample = randn_tensor(
+        (num_candidates, noisy_channels, size, size), generator=generators, device=device, dtype=dtype
+    )
+    sample = sample * scheduler.init_noise_sigma
+
+    upscaled = F.interpolate(
+        image.to(device=device, dtype=dtype), (size, size), mode="bilinear", align_corners=True
+    )
+    noise_levels = torch.full((num_candidates,), int(noise_level), device=device, dtype=torch.long)
+    augmentation = randn_tensor(upscaled.shape, generator=generators, device=device, dtype=dtype)
+    upscaled = image_noising_scheduler.add_noise(upscaled, augmentation, timesteps=noise_levels)
+
+    # The UNet batch is [uncond | cond] x views x candidates; labels follow the candidates.
+    class_labels = noise_levels.repeat(2 * len(views))
+    denoiser = MultiViewDenoiser(
+        unet,
+        views,
+        embeddings,
+        device=device,
+        dtype=dtype,
+        condition=upscaled,
+        class_labels=class_labels,
+        **run.denoiser_options(),
+    )
+    images = _denoise(scheduler, denoiser, sample, generators, callback)
+    return SampleResult(images=images, generators=generators)
+
+
+def _denoise(scheduler, denoiser: MultiViewDenoiser, sample, generators, callback) -> torch.Tensor:
+    timesteps = scheduler.timesteps
+    total = len(timesteps)
+    # One place where x_t is formed before the views see it: a reference image
+    # (inverse problems) or an image-to-image start plug in here.
+    for index, timestep in enumerate(timesteps):
+        estimate = denoiser(scheduler.scale_model_input(sample, timestep), timestep, index)
+        sample, predicted_clean = scheduler.step(estimate, timestep, sample, generator=generators, return_dict=False)
+        if callback is not None:
+            info = StepInfo(index + 1, total, int(timestep), sample, predicted_clean)
+            if callback(info):
+                raise SamplingCancelled(index + 1, total)
+    return sample
+
+
+def _generators(seed: int, generators, num_candidates: int) -> list[torch.Generator]:
+    return list(generators) if generators is not None else candidate_generators(seed, num_candidates)
+
+
+def _fresh_copy(scheduler):
+    """A private scheduler, so a run never changes the caller's (shared) one."""
+    return type(scheduler).from_config(scheduler.config)
+
+
+def _execution_device(unet, device) -> torch.device:
+    # With CPU offload hooks the weights sit on the CPU between calls, so the
+    # caller (the node) names the device the UNet actually runs on.
+    return torch.device(device) if device is not None else unet.device

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command (README "Run the tests"): from a fresh clone, make a virtualenv,
+# install everything the tests need, build the tiny offline models (the tests do
+# that themselves) and run the whole suite. Extra arguments go to pytest.
+#
+#   bash scripts/test.sh                 # everything
+#   bash scripts/test.sh -k views -x     # a subset
+#
+# VA_VENV overrides where the virtualenv lives (default: .venv in the repo).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+source scripts/lib/env.sh
+
+ensure_test_env
+
+export HF_HUB_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1
+exec "$VA_PYTHON" -m pytest tests "$@"
