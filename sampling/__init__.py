@@ -2,14 +2,31 @@
 
 ``sample_stage_1`` and ``sample_stage_2`` run Visual Anagrams over any DeepFloyd
 IF UNet and scheduler; ``PromptEmbeddings`` carries one prompt per view.
+``load_if_stage`` / ``load_t5`` / ``encode_prompts`` load the models and encode
+prompts the way IF's own pipeline does.
 """
 
 from .errors import SamplingCancelled, SamplingInputError
+from .loading import DTYPES, HUB_IDS, OFFLOADS, LoadedStage, ModelLoadError, estimated_bytes, load_if_stage, release
 from .multiview import REDUCTIONS, MultiViewDenoiser, PromptEmbeddings
 from .schedules import IF_SCHEDULE_NAMES, if_timestep_schedule
 from .stages import SampleResult, StepInfo, candidate_generators, sample_stage_1, sample_stage_2
+from .text import PRECISIONS, T5Encoder, encode_prompts, load_t5, release_t5
 
 __all__ = [
+    "DTYPES",
+    "HUB_IDS",
+    "OFFLOADS",
+    "PRECISIONS",
+    "LoadedStage",
+    "ModelLoadError",
+    "T5Encoder",
+    "encode_prompts",
+    "estimated_bytes",
+    "load_if_stage",
+    "load_t5",
+    "release",
+    "release_t5",
     "IF_SCHEDULE_NAMES",
     "REDUCTIONS",
     "MultiViewDenoiser",

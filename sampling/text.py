@@ -1,0 +1,394 @@
+"""DeepFloyd IF's T5 text encoder: loading it, and encoding one prompt per view.
+
+``load_t5`` reads the T5-XXL encoder IF uses (from an IF-I folder's
+``text_encoder/`` + ``tokenizer/``, a plain transformers T5 folder, or a Hub id)
+in fp32/fp16/bf16 or, through bitsandbytes, 8-bit/4-bit. ``encode_prompts``
+encodes exactly as diffusers' ``IFPipeline.encode_prompt(prompt,
+clean_caption=False)`` does, one prompt at a time as the paper's
+``generate.py`` does, so embeddings match the published code bit for bit.
+
+Errors share :mod:`.loading`'s messages (missing folders, gated Hub repos, pickle
+files). No ComfyUI import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import SamplingInputError
+from .loading import (
+    COMFY_DIFFUSERS_DIR,
+    OUT_OF_MEMORY_ERRORS,
+    T5_HUB_ID,
+    T5_XXL_PARAMETER_COUNT,
+    ModelLoadError,
+    empty_device_caches,
+    first_line,
+    free_module,
+    has_variant_files,
+    hub_error_message,
+    is_hub_error,
+    looks_like_hub_id,
+    missing_folder_message,
+    pickle_only_message,
+    read_json,
+    resolve_source,
+    scrub_secrets,
+    transformers_dtype_kwarg,
+    weight_files,
+)
+from .multiview import PromptEmbeddings
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16", "8bit", "4bit")
+MAX_PROMPT_TOKENS = 77  # T5 handles longer text, but IF was trained on 77 tokens
+
+BITSANDBYTES_MESSAGE = (
+    "8-bit/4-bit needs the bitsandbytes package (pip install bitsandbytes) on a machine where it runs; "
+    "pick fp16/bf16/fp32 instead"
+)
+_T5_LAYOUT = (
+    "text_encoder/ (config.json + model.safetensors, or its shards / fp16 variant) and tokenizer/ "
+    "(spiece.model or tokenizer.json, with tokenizer_config.json), as in an IF-I repository; or a T5 "
+    "model folder holding both"
+)
+_T5_WHERE = (
+    f"{COMFY_DIFFUSERS_DIR}/<folder> (an IF-I folder such as {COMFY_DIFFUSERS_DIR}/IF-I-XL-v1.0: its "
+    "text_encoder/ and tokenizer/ are used) or ComfyUI/models/text_encoders/<folder> (just text_encoder/ and "
+    "tokenizer/)"
+)
+_BYTES_PER_PARAMETER = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "8bit": 1.1, "4bit": 0.6}
+
+
+@dataclass
+class T5Encoder:
+    """A loaded T5 encoder. ``device`` is where token ids go (the model's device)."""
+
+    tokenizer: object
+    model: object
+    device: torch.device
+    precision: str
+    source: str
+    variant: str | None = None
+    _released: bool = field(default=False, repr=False)
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._live().dtype
+
+    @property
+    def embedding_dim(self) -> int:
+        return self._live().config.d_model
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self._live().parameters())
+
+    @property
+    def estimated_bytes(self) -> int:
+        """Bytes the weights take (quantized sizes for 8-bit/4-bit)."""
+        return int(self._live().get_memory_footprint())
+
+    def _live(self):
+        if self._released or self.model is None:
+            raise ModelLoadError(f"the T5 text encoder {self.source} was released: load it again")
+        return self.model
+
+
+def load_t5(
+    source: str | os.PathLike,
+    *,
+    precision: str | None = None,
+    device: torch.device,
+    keep_on_cpu: bool = False,
+) -> T5Encoder:
+    """Load IF's T5 encoder and tokenizer.
+
+    ``precision`` is one of :data:`PRECISIONS`; ``None`` picks fp16 on an
+    accelerator and fp32 on the CPU. ``keep_on_cpu`` keeps the encoder on the
+    CPU whatever ``device`` is (no VRAM, slower): there fp16 becomes fp32, while
+    bf16, fp32 and (where bitsandbytes runs on the CPU) 8-bit/4-bit are kept.
+    """
+    device = torch.device(device)
+    run_device = torch.device("cpu") if keep_on_cpu else device
+    if precision is None:
+        precision = "fp32" if run_device.type == "cpu" else "fp16"
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown T5 precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if keep_on_cpu and precision == "fp16":
+        precision = "fp32"
+    quantized = precision in ("8bit", "4bit")
+    if quantized:
+        problem = bitsandbytes_problem()
+        if problem is not None:
+            raise ModelLoadError(f"{BITSANDBYTES_MESSAGE} ({problem})")
+
+    location = resolve_source(source)
+    if isinstance(location, Path):
+        model_dir, tokenizer_dir = _check_t5_folder(location)
+        model_source, subfolder, label = str(model_dir), None, str(location)
+        wants_fp16 = precision in ("fp16", "8bit", "4bit")
+        preferred = "fp16" if wants_fp16 and has_variant_files(model_dir, "fp16") else None
+        variants = [preferred, None] if preferred else [None]
+    else:
+        # IF repos keep T5 in text_encoder/ and tokenizer/; other ids are plain T5 repos.
+        subfolder = "text_encoder" if location.startswith("DeepFloyd/") else None
+        model_source, tokenizer_dir, label = location, None, location
+        variants = ["fp16", None] if precision in ("fp16", "8bit", "4bit") else [None]
+
+    tokenizer = _load_tokenizer(tokenizer_dir, label, location)  # small: fails fast
+    try:
+        model, variant = _load_model(model_source, subfolder, label, precision, run_device, variants)
+        if not quantized:
+            model.to(run_device)
+    except OUT_OF_MEMORY_ERRORS as error:
+        empty_device_caches()
+        raise ModelLoadError(
+            f"not enough memory on {run_device} for the T5 text encoder {label} in {precision}: free memory "
+            "(unload other models), pick 8bit or 4bit, or keep the encoder on the CPU"
+        ) from error
+    model.eval()
+    return T5Encoder(
+        tokenizer=tokenizer, model=model, device=run_device, precision=precision, source=label, variant=variant
+    )
+
+
+def encode_prompts(
+    t5: T5Encoder,
+    prompts: Sequence[str],
+    negative_prompt: str = "",
+    *,
+    style: str = "",
+) -> PromptEmbeddings:
+    """One embedding per prompt (view order), as ``IFPipeline.encode_prompt`` makes them.
+
+    Each prompt becomes ``f"{style} {prompt}".strip()`` (the paper's style
+    prefix), is lower-cased and stripped, padded/truncated to 77 tokens and
+    encoded with its attention mask. Returns ``positive`` (N, 77, D) and the
+    negative prompt encoded once, (1, 77, D), both on the CPU in the encoder's
+    dtype (the samplers move and cast them). T5 runs under ``torch.inference_mode``.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise SamplingInputError("prompts", "no prompts given: give one prompt per view, in view order")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise SamplingInputError("prompts", f"prompt {index + 1} is a {type(prompt).__name__}, not text")
+    if not isinstance(negative_prompt, str) or not isinstance(style, str):
+        raise SamplingInputError("prompts", "the negative prompt and the style must be text")
+    t5._live()
+    with torch.inference_mode():
+        # One prompt per call, as the published code does: batched GEMMs may round differently.
+        positive = torch.cat([_encode_one(t5, f"{style} {prompt}".strip()) for prompt in prompts])
+        negative = _encode_one(t5, negative_prompt)
+    # Ordinary tensors (not inference tensors), so later autograd code can use them too.
+    return PromptEmbeddings(positive=positive.clone(), negative=negative.clone())
+
+
+def release_t5(t5: T5Encoder) -> None:
+    """Free the encoder's weights; the ``T5Encoder`` is unusable after."""
+    model = t5.model
+    t5._released = True
+    t5.model = None
+    t5.tokenizer = None
+    if model is not None:
+        free_module(model)
+        del model
+    empty_device_caches()
+
+
+def estimated_t5_bytes(source: str | os.PathLike, precision: str) -> int | None:
+    """Approximate bytes T5 takes at ``precision``, before loading it (for freeing memory first)."""
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown T5 precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    from .loading import _safetensors_parameter_count  # header-only count
+
+    location = resolve_source(source)
+    count = None
+    if isinstance(location, Path):
+        for folder in (location / "text_encoder", location):
+            count = _safetensors_parameter_count(folder)
+            if count:
+                break
+    elif location.startswith("DeepFloyd/IF-I-"):
+        count = T5_XXL_PARAMETER_COUNT
+    return None if not count else int(count * _BYTES_PER_PARAMETER[precision])
+
+
+def bitsandbytes_problem() -> str | None:
+    """Why bitsandbytes cannot be used here, or None when it imports."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes is not installed"
+    try:
+        importlib.import_module("bitsandbytes")
+    except Exception as error:  # broken CUDA setup, unsupported platform, ...
+        return f"bitsandbytes does not import: {type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+    return None
+
+
+# -- internals --------------------------------------------------------------------------------
+def _encode_one(t5: T5Encoder, text: str) -> torch.Tensor:
+    text = text.lower().strip()  # IFPipeline._text_preprocessing with clean_caption=False
+    tokens = t5.tokenizer(
+        [text],
+        padding="max_length",
+        max_length=MAX_PROMPT_TOKENS,
+        truncation=True,
+        add_special_tokens=True,
+        return_tensors="pt",
+    )
+    untruncated = t5.tokenizer([text], padding="longest", return_tensors="pt").input_ids
+    if untruncated.shape[-1] > MAX_PROMPT_TOKENS:
+        removed = t5.tokenizer.batch_decode(untruncated[:, MAX_PROMPT_TOKENS - 1 : -1])
+        logger.warning("this part of the prompt was cut off, as IF reads only %d tokens: %s", MAX_PROMPT_TOKENS, removed)
+    model = t5.model
+    with _quiet_bitsandbytes_casts():
+        states = model(tokens.input_ids.to(t5.device), attention_mask=tokens.attention_mask.to(t5.device))[0]
+    return states.to(dtype=model.dtype).to("cpu")
+
+
+class _DropCastNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "inputs will be cast" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_bitsandbytes_casts():
+    """bitsandbytes logs one warning per 8-bit matmul when the unquantized layers
+    are fp32 (our CPU choice, for accuracy); the cast is intended, so hide the noise."""
+    bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
+    quiet = _DropCastNotices()
+    bnb_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        bnb_logger.removeFilter(quiet)
+
+
+def _check_t5_folder(folder: Path) -> tuple[Path, Path]:
+    """(model folder, tokenizer folder) of a local T5 source, or a ModelLoadError."""
+    if not folder.is_dir():
+        raise ModelLoadError(missing_folder_message(folder, "T5 text encoder", _T5_LAYOUT, _T5_WHERE))
+    if (folder / "text_encoder" / "config.json").is_file():
+        model_dir, tokenizer_dir = folder / "text_encoder", folder / "tokenizer"
+    elif (folder / "config.json").is_file():
+        model_dir = folder
+        tokenizer_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
+    else:
+        index = read_json(folder / "model_index.json")
+        if index is not None:
+            kind = index.get("_class_name", "a diffusers pipeline")
+            raise ModelLoadError(
+                f"{folder} holds {kind} without a T5 text encoder (Stage II and III folders have none): point "
+                f"the T5 loader at an IF-I folder (e.g. {T5_HUB_ID.split('/')[-1]}) or a T5 folder, which holds "
+                f"{_T5_LAYOUT}"
+            )
+        raise ModelLoadError(missing_folder_message(folder, "T5 text encoder", _T5_LAYOUT, _T5_WHERE))
+
+    config = read_json(model_dir / "config.json") or {}
+    if config.get("model_type") not in (None, "t5"):
+        raise ModelLoadError(
+            f"{model_dir} holds a {config.get('model_type')} text encoder, not T5: DeepFloyd IF needs the T5-XXL "
+            f"encoder of an IF-I repository (e.g. {T5_HUB_ID})"
+        )
+    safe, pickled = weight_files(model_dir)
+    if not safe:
+        if pickled:
+            raise ModelLoadError(pickle_only_message(model_dir, "T5 text encoder"))
+        raise ModelLoadError(
+            f"{model_dir} has no weights: it needs model.safetensors (or its shards and "
+            "model.safetensors.index.json) from the IF-I repository's text_encoder/ folder"
+        )
+    if not any((tokenizer_dir / name).is_file() for name in ("spiece.model", "tokenizer.json")):
+        raise ModelLoadError(
+            f"{tokenizer_dir} has no T5 tokenizer files: it needs spiece.model (or tokenizer.json) and "
+            "tokenizer_config.json from the IF-I repository's tokenizer/ folder"
+        )
+    return model_dir, tokenizer_dir
+
+
+def _load_model(model_source, subfolder, label, precision, device, variants):
+    from transformers import T5EncoderModel
+
+    kwargs = dict(use_safetensors=True)
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    dtype_key = transformers_dtype_kwarg()
+    compute = torch.float32 if device.type == "cpu" else torch.float16
+    if precision in ("8bit", "4bit"):
+        from transformers import BitsAndBytesConfig
+
+        if precision == "8bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        else:
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute)
+        kwargs[dtype_key] = compute  # the layers bitsandbytes leaves unquantized
+        kwargs["device_map"] = {"": _device_map_target(device)}
+    else:
+        kwargs[dtype_key] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+    error = None
+    for variant in variants:
+        try:
+            return T5EncoderModel.from_pretrained(model_source, variant=variant, **kwargs), variant
+        except Exception as caught:  # noqa: BLE001 - classified below
+            error = caught
+            if variant is not None and not isinstance(caught, (ImportError, RuntimeError)):
+                continue
+            break
+    if precision in ("8bit", "4bit") and not is_hub_error(error):
+        raise ModelLoadError(
+            scrub_secrets(f"{BITSANDBYTES_MESSAGE} (loading {label} failed: {type(error).__name__}: {first_line(error)})")
+        ) from error
+    if isinstance(model_source, str) and not Path(model_source).exists() and looks_like_hub_id(model_source):
+        raise ModelLoadError(hub_error_message(model_source, "T5 text encoder", error)) from error
+    raise ModelLoadError(
+        scrub_secrets(f"could not load the T5 text encoder from {label}: {type(error).__name__}: {first_line(error)}")
+    ) from error
+
+
+def _load_tokenizer(tokenizer_dir: Path | None, label: str, location):
+    from transformers import T5Tokenizer
+
+    if tokenizer_dir is None:
+        # A Hub id: fetch tokenizer/ explicitly (T5Tokenizer.from_pretrained may silently
+        # build an empty tokenizer when it finds no files).
+        try:
+            from huggingface_hub import snapshot_download
+
+            subfolder = "tokenizer" if location.startswith("DeepFloyd/") else ""
+            patterns = [f"{subfolder}/*"] if subfolder else ["*.json", "*.model", "*.txt"]
+            root = Path(snapshot_download(location, allow_patterns=patterns))
+        except Exception as error:  # noqa: BLE001
+            raise ModelLoadError(hub_error_message(location, "T5 text encoder", error)) from error
+        tokenizer_dir = root / subfolder if subfolder else root
+        if not any((tokenizer_dir / name).is_file() for name in ("spiece.model", "tokenizer.json")):
+            raise ModelLoadError(f"{label} has no T5 tokenizer files (spiece.model or tokenizer.json) in {tokenizer_dir.name}/")
+    try:
+        return T5Tokenizer.from_pretrained(str(tokenizer_dir))
+    except Exception as error:  # noqa: BLE001
+        raise ModelLoadError(
+            scrub_secrets(f"could not load the T5 tokenizer from {tokenizer_dir}: {type(error).__name__}: {first_line(error)}")
+        ) from error
+
+
+def _device_map_target(device: torch.device) -> str:
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)

@@ -1,0 +1,236 @@
+"""The pack's nodes in a real ComfyUI server, driven through its HTTP API and websocket."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from PIL import Image
+
+from comfy_server import PromptRejected, comfy_server  # noqa: F401  (the fixture)
+from pack import import_submodule
+
+views_module = import_submodule("views")
+
+PACK_NODES = {
+    "VisualAnagramsLoadStageI",
+    "VisualAnagramsLoadStageII",
+    "VisualAnagramsLoadStageIII",
+    "VisualAnagramsLoadT5",
+    "VisualAnagramsPromptEncoder",
+    "VisualAnagramsStageI",
+    "VisualAnagramsStageII",
+    "VisualAnagramsStageIII",
+    "VisualAnagramsViewPreview",
+} | {f"VisualAnagramsView_{name}" for name in views_module.VIEW_CLASSES}
+
+NO_PROMPTS = {f"prompt_{k}": "" for k in range(1, 9)}
+
+
+def flip_graph(*, steps=2, candidates=2, second_view=("VisualAnagramsView_flip", {}), prompts=None,
+               stage_1_model="tiny-IF-I", frames=4):
+    """Loaders -> two views -> prompts -> Stage I -> Stage II -> saves and the view preview."""
+    prompts = prompts or {"prompt_1": "people around a campfire", "prompt_2": "an old man"}
+    view_class, view_params = second_view
+    sampler = {"seed": 3, "steps": steps, "schedule": "steps", "guidance": 10.0, "reduction": "auto"}
+    return {
+        "1": {"class_type": "VisualAnagramsLoadT5",
+              "inputs": {"encoder": "tiny-t5", "precision": "auto", "device": "default"}},
+        "2": {"class_type": "VisualAnagramsView_identity", "inputs": {}},
+        "3": {"class_type": view_class, "inputs": {"views": ["2", 0], **view_params}},
+        "4": {"class_type": "VisualAnagramsPromptEncoder",
+              "inputs": {"text_encoder": ["1", 0], "views": ["3", 0], "style": "an oil painting of",
+                         "negative": "", "unload_encoder": False, **NO_PROMPTS, **prompts}},
+        "5": {"class_type": "VisualAnagramsLoadStageI",
+              "inputs": {"model": stage_1_model, "dtype": "auto", "offload": "auto"}},
+        "6": {"class_type": "VisualAnagramsStageI",
+              "inputs": {"model": ["5", 0], "prompts": ["4", 0], "views": ["3", 0], "candidates": candidates,
+                         **sampler}},
+        "7": {"class_type": "VisualAnagramsLoadStageII",
+              "inputs": {"model": "tiny-IF-II", "dtype": "auto", "offload": "auto"}},
+        "8": {"class_type": "VisualAnagramsStageII",
+              "inputs": {"model": ["7", 0], "prompts": ["4", 0], "views": ["3", 0], "image": ["6", 0],
+                         "noise_level": 50, **sampler}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "va/stage2"}},
+        "10": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "va/stage1"}},
+        "11": {"class_type": "VisualAnagramsViewPreview",
+               "inputs": {"image": ["8", 0], "views": ["3", 0], "prompts": ["4", 0], "frames_per_view": frames,
+                          "hold_frames": 1}},
+        "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": "va/grid"}},
+        "13": {"class_type": "PreviewImage", "inputs": {"images": ["11", 1]}},
+    }
+
+
+def images_of(comfy_server, result, node_id):
+    return [comfy_server.open_image(ref) for ref in result.images if ref.node_id == node_id]
+
+
+def assert_still_serving(comfy_server):
+    assert comfy_server.system_stats()["system"]
+
+
+def execution_error(comfy_server, graph) -> dict:
+    result = comfy_server.run(graph, check=False)
+    assert result.status == "error", result.status_messages
+    return result.error
+
+
+# -- the nodes are there ------------------------------------------------------------------------
+
+
+def test_object_info_lists_every_node_with_inputs_outputs_and_tooltips(comfy_server):
+    info = comfy_server.object_info()
+    assert PACK_NODES <= set(info), sorted(PACK_NODES - set(info))
+    for node_id in PACK_NODES:
+        node = info[node_id]
+        assert node["category"].startswith("visual_anagrams"), node_id
+        assert node["display_name"] and node["description"], node_id
+        assert node["output"], node_id
+        for section in ("required", "optional"):
+            for name, (kind, *options) in node["input"].get(section, {}).items():
+                assert options and options[0].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_view_nodes_carry_the_papers_defaults(comfy_server):
+    info = comfy_server.object_info()
+    required = lambda node: info[node]["input"]["required"]  # noqa: E731
+    assert required("VisualAnagramsView_patch_permute")["patches_per_side"][1]["default"] == 8
+    assert required("VisualAnagramsView_pixel_permute")["patches_per_side"][1]["default"] == 64
+    assert required("VisualAnagramsView_skew")["factor"][1]["default"] == 1.5
+    assert required("VisualAnagramsView_inner_circle")["radius"][1]["default"] == 0.375
+    assert required("VisualAnagramsView_low_pass")["sigma"][1]["default"] == 2.0
+    stage_1 = required("VisualAnagramsStageI")
+    assert stage_1["steps"][1]["default"] == 30 and stage_1["guidance"][1]["default"] == 10.0
+    assert stage_1["seed"][1]["control_after_generate"] is True
+    assert required("VisualAnagramsStageII")["noise_level"][1]["default"] == 50
+    # The loaders list the tiny models of the right stage only, and the Hub ids.
+    stage_1_models = required("VisualAnagramsLoadStageI")["model"][1]["options"]
+    assert "tiny-IF-I" in stage_1_models and "tiny-IF-II" not in stage_1_models
+    assert "DeepFloyd/IF-I-XL-v1.0" in stage_1_models
+
+
+# -- a whole run --------------------------------------------------------------------------------
+
+
+def test_flip_illusion_runs_with_progress_previews_and_expected_images(comfy_server):
+    result = comfy_server.run(flip_graph(steps=2, candidates=2), timeout=600)
+    stage_1 = images_of(comfy_server, result, "10")
+    stage_2 = images_of(comfy_server, result, "9")
+    grid = images_of(comfy_server, result, "12")
+    frames = images_of(comfy_server, result, "13")
+    assert [image.size for image in stage_1] == [(64, 64)] * 2
+    assert [image.size for image in stage_2] == [(256, 256)] * 2
+    assert len(grid) == 1 and grid[0].size[0] == 2 * 256 and grid[0].size[1] > 2 * 256  # 2 views x 2 rows + captions
+    # Identity has nothing to animate: one transition (4 frames), hold, back, hold.
+    assert len(frames) == 4 + 1 + 4 + 1 and frames[0].size == (384, 384)
+    progress_nodes = {m.data.get("node") for m in result.messages_of("progress")}
+    assert {"6", "8"} <= progress_nodes
+    assert len(result.previews) >= 4  # one per sampling step of each stage
+    assert result.previews[0].image().size[0] > 0
+
+
+def test_seed_makes_runs_repeatable_and_changing_it_changes_the_image(comfy_server):
+    first = comfy_server.run(flip_graph(steps=1, candidates=1), timeout=600)
+    again = comfy_server.run({**flip_graph(steps=1, candidates=1), "99": {"class_type": "SaveImage", "inputs": {
+        "images": ["6", 0], "filename_prefix": "va/again"}}}, timeout=600)
+    graph = flip_graph(steps=1, candidates=1)
+    graph["6"]["inputs"]["seed"] = 4
+    other = comfy_server.run(graph, timeout=600)
+    pixels = lambda result, node: images_of(comfy_server, result, node)[0].tobytes()  # noqa: E731
+    assert pixels(first, "10") == pixels(again, "99")
+    assert pixels(first, "10") != pixels(other, "10")
+
+
+def test_saved_png_carries_the_workflow(comfy_server):
+    workflow = {"nodes": [], "links": [], "version": 0.4, "extra": {"marker": "visual-anagrams"}}
+    result = comfy_server.run(flip_graph(steps=1, candidates=1), timeout=600,
+                              extra_data={"extra_pnginfo": {"workflow": workflow}})
+    ref = next(ref for ref in result.images if ref.node_id == "9")
+    png = Image.open(io.BytesIO(comfy_server.fetch_image(ref)))
+    assert "visual-anagrams" in png.info["workflow"]
+    assert "VisualAnagramsStageII" in png.info["prompt"]
+
+
+def test_interrupt_stops_a_run_within_a_step_and_the_next_prompt_runs(comfy_server):
+    graph = flip_graph(steps=400, candidates=1)
+    for node in ("8", "9", "11", "12", "13"):  # Stage I alone: each step is short
+        graph.pop(node)
+    listener = comfy_server.ws
+    prompt_id = comfy_server.queue(graph)
+    listener.wait_for(lambda m: m.type == "progress" and m.prompt_id == prompt_id and m.data.get("node") == "6",
+                      timeout=300)
+    comfy_server.interrupt()
+    interrupted_at = time.monotonic()
+    entry = comfy_server.wait(prompt_id, timeout=120)
+    stopped_after = time.monotonic() - interrupted_at
+    kinds = [kind for kind, _ in entry["status"]["messages"]]
+    assert "execution_interrupted" in kinds
+    steps_seen = [m.data["value"] for m in listener.messages(prompt_id, "progress") if m.data.get("node") == "6"]
+    assert max(steps_seen) < 400
+    assert stopped_after < 30
+    comfy_server.run(flip_graph(steps=1, candidates=1), timeout=600)
+
+
+# -- bad input: an error naming the node and the fix, and the server keeps serving ---------------
+
+
+def test_stage_ii_model_wired_into_stage_i_is_refused_by_validation(comfy_server):
+    graph = flip_graph()
+    graph["6"]["inputs"]["model"] = ["7", 0]
+    with pytest.raises(PromptRejected) as rejected:
+        comfy_server.queue(graph)
+    assert "6" in rejected.value.body.get("node_errors", {})
+    assert_still_serving(comfy_server)
+
+
+def test_a_model_from_the_hub_while_offline_names_the_licence_and_the_token(comfy_server):
+    error = execution_error(comfy_server, flip_graph(stage_1_model="DeepFloyd/IF-I-M-v1.0"))
+    assert error["node_type"] == "VisualAnagramsLoadStageI"
+    message = error["exception_message"]
+    assert "IF Stage I Loader" in message and "licence" in message and "HF_TOKEN" in message
+    assert "models/diffusers" in message
+    assert_still_serving(comfy_server)
+
+
+def test_more_prompts_than_views_names_the_prompt_and_the_fix(comfy_server):
+    graph = flip_graph(prompts={"prompt_1": "a horse", "prompt_2": "a deer", "prompt_3": "a duck"})
+    error = execution_error(comfy_server, graph)
+    assert error["node_type"] == "VisualAnagramsPromptEncoder"
+    assert "prompt for view 3" in error["exception_message"] and "add a view" in error["exception_message"]
+    assert_still_serving(comfy_server)
+
+
+def test_prompts_for_another_view_chain_are_refused_by_the_sampler(comfy_server):
+    graph = flip_graph()
+    graph["20"] = {"class_type": "VisualAnagramsView_rotate_cw", "inputs": {"views": ["3", 0]}}
+    graph["6"]["inputs"]["views"] = ["20", 0]
+    error = execution_error(comfy_server, graph)
+    assert error["node_type"] == "VisualAnagramsStageI"
+    assert "2 prompts for 3 views" in error["exception_message"]
+    assert_still_serving(comfy_server)
+
+
+def test_view_parameters_that_do_not_fit_the_image_are_named(comfy_server):
+    graph = flip_graph(second_view=("VisualAnagramsView_patch_permute", {"patches_per_side": 7, "seed": 0}))
+    error = execution_error(comfy_server, graph)
+    assert error["node_type"] == "VisualAnagramsStageI"
+    assert "patch_permute" in error["exception_message"] and "64 px" in error["exception_message"]
+    assert_still_serving(comfy_server)
+
+
+def test_out_of_range_widget_values_are_refused_by_validation(comfy_server):
+    graph = flip_graph(second_view=("VisualAnagramsView_inner_circle", {"radius": 0.9}))
+    with pytest.raises(PromptRejected) as rejected:
+        comfy_server.queue(graph)
+    assert "3" in rejected.value.body.get("node_errors", {})
+    assert_still_serving(comfy_server)
+
+
+def test_stage_ii_resizes_an_image_of_another_size(comfy_server):
+    graph = flip_graph(steps=1, candidates=1)
+    graph["30"] = {"class_type": "EmptyImage", "inputs": {"width": 100, "height": 100, "batch_size": 3, "color": 0}}
+    graph["8"]["inputs"]["image"] = ["30", 0]
+    result = comfy_server.run(graph, timeout=600)
+    assert [image.size for image in images_of(comfy_server, result, "9")] == [(256, 256)] * 3
+    assert "resized to 64x64" in comfy_server.log_text()

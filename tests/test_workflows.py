@@ -1,0 +1,295 @@
+"""The example workflows: UI files, their API twins and thumbnails agree with each other and with the nodes.
+
+The ComfyUI-dependent tests read node definitions and ComfyUI's own prompt
+validation from a child process (tests/workflow_tools.py) and run
+``scripts/build_workflows.py --check``; they skip when COMFYUI_DIR is not set or
+holds no ComfyUI (``bash scripts/test.sh`` provides ComfyUI 0.3.75).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from workflow_tools import (
+    API_DIR,
+    BUILD_SCRIPT,
+    REPO,
+    UI_DIR,
+    api_workflow,
+    comfyui_facts,
+    control_values,
+    ui_to_api,
+    ui_workflow,
+    widget_inputs,
+    with_tiny_models,
+    workflow_names,
+)
+
+NAMES = ["flip", "hybrid", "jigsaw", "negate", "rotate_cw", "three_views"]
+THUMBNAIL_MAX_BYTES = 60_000
+NODE_TITLE_HEIGHT = 30
+MODEL_INPUTS = {
+    ("VisualAnagramsLoadStageI", "model"),
+    ("VisualAnagramsLoadStageII", "model"),
+    ("VisualAnagramsLoadStageIII", "model"),
+    ("VisualAnagramsLoadT5", "encoder"),
+}
+
+
+def comfyui_dir_or_skip() -> Path:
+    value = os.environ.get("COMFYUI_DIR")
+    if not value:
+        pytest.skip("COMFYUI_DIR is not set (bash scripts/test.sh provides ComfyUI 0.3.75; or point it at a checkout)")
+    directory = Path(value)
+    if not (directory / "main.py").is_file():
+        pytest.skip(f"COMFYUI_DIR={directory} has no main.py")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def facts():
+    return comfyui_facts(comfyui_dir_or_skip())
+
+
+@pytest.fixture(scope="module")
+def object_info(facts):
+    return facts["object_info"]
+
+
+# -- the files, without ComfyUI -------------------------------------------------------------------------
+
+
+def test_every_example_has_an_api_twin_and_a_thumbnail():
+    assert workflow_names() == NAMES
+    assert sorted(p.stem for p in UI_DIR.glob("*.json")) == NAMES
+    assert sorted(p.stem for p in UI_DIR.glob("*.jpg")) == NAMES
+    # The template browser lists every JSON file in example_workflows/ (a flat folder).
+    assert not [p for p in UI_DIR.iterdir() if p.suffix not in (".json", ".jpg")]
+    assert not [p for p in API_DIR.iterdir() if p.suffix != ".json"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_thumbnail_is_a_small_jpeg(name):
+    path = UI_DIR / f"{name}.jpg"
+    assert path.stat().st_size <= THUMBNAIL_MAX_BYTES
+    with Image.open(path) as image:
+        assert image.format == "JPEG"  # frontend 1.32 asks for <name>.jpg for custom node templates
+        assert 200 <= image.width <= 800 and 150 <= image.height <= 800
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_file_is_a_consistent_graph(name):
+    ui = ui_workflow(name)
+    assert ui["version"] == 0.4
+    nodes = {node["id"]: node for node in ui["nodes"]}
+    assert len(nodes) == len(ui["nodes"]) and ui["last_node_id"] == max(nodes)
+    assert ui["last_link_id"] == max(link[0] for link in ui["links"])
+    assert ui["groups"] == []
+    for link_id, source, source_slot, target, target_slot, link_type in ui["links"]:
+        output = nodes[source]["outputs"][source_slot]
+        target_input = nodes[target]["inputs"][target_slot]
+        assert link_id in output["links"]
+        assert target_input["link"] == link_id
+        assert output["type"] == target_input["type"] == link_type
+    linked = {link[0] for link in ui["links"]}
+    for node in ui["nodes"]:
+        assert node["mode"] == 0 and node["flags"] == {}
+        assert node["properties"]["Node name for S&R"] == node["type"]
+        for slot in node["inputs"]:
+            assert slot["link"] is None or slot["link"] in linked
+            if "widget" in slot:
+                assert slot["link"] is None and slot["widget"] == {"name": slot["name"]}
+    # execution order: every node after the nodes it reads from
+    for _, source, _, target, _, _ in ui["links"]:
+        assert nodes[source]["order"] < nodes[target]["order"]
+    assert sorted(node["order"] for node in ui["nodes"]) == list(range(len(nodes)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_layout_flows_left_to_right_without_overlaps(name):
+    ui = ui_workflow(name)
+    boxes = {}
+    for node in ui["nodes"]:
+        (x, y), (width, height) = node["pos"], node["size"]
+        boxes[node["id"]] = (x, y - NODE_TITLE_HEIGHT, x + width, y + height)
+    for a in boxes:
+        for b in boxes:
+            if a < b:
+                ax0, ay0, ax1, ay1 = boxes[a]
+                bx0, by0, bx1, by1 = boxes[b]
+                assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, f"nodes {a} and {b} overlap"
+    nodes = {node["id"]: node for node in ui["nodes"]}
+    for _, source, _, target, _, _ in ui["links"]:
+        assert nodes[source]["pos"][0] <= nodes[target]["pos"][0], f"link {source} -> {target} goes right to left"
+
+
+def test_settings_are_the_papers_defaults():
+    expected_views = {
+        "rotate_cw": ["identity", "rotate_cw"],
+        "flip": ["identity", "flip"],
+        "jigsaw": ["identity", "jigsaw"],
+        "negate": ["identity", "negate"],
+        "three_views": ["identity", "rotate_cw", "rotate_ccw"],
+        "hybrid": ["low_pass", "high_pass"],
+    }
+    expected_prompts = {
+        "rotate_cw": ("an oil painting of", ["a snowy mountain village", "a horse"]),
+        "flip": ("an oil painting of", ["people around a campfire", "an old man"]),
+        "jigsaw": ("an oil painting of", ["a kitchen", "a teddy bear"]),
+        "negate": ("a lithograph of", ["a waterfall", "a skull"]),
+        "three_views": ("a watercolor of", ["a rabbit", "a duck", "a giraffe"]),
+        "hybrid": ("a photo of", ["a waterfall", "a deer"]),
+    }
+    for name in NAMES:
+        api = api_workflow(name)
+        by_type = {}
+        for node in api.values():
+            by_type.setdefault(node["class_type"], []).append(node["inputs"])
+        (stage_1,), (stage_2,) = by_type["VisualAnagramsStageI"], by_type["VisualAnagramsStageII"]
+        for sampler in (stage_1, stage_2):
+            assert (sampler["seed"], sampler["steps"], sampler["guidance"]) == (0, 30, 10.0)
+            assert (sampler["schedule"], sampler["reduction"]) == ("steps", "auto")
+        assert stage_1["candidates"] == 2 and stage_2["noise_level"] == 50
+        assert by_type["VisualAnagramsLoadStageI"][0]["model"] == "DeepFloyd/IF-I-M-v1.0"
+        assert by_type["VisualAnagramsLoadStageII"][0]["model"] == "DeepFloyd/IF-II-M-v1.0"
+        assert by_type["VisualAnagramsLoadT5"] == [{"encoder": "DeepFloyd/IF-I-XL-v1.0", "precision": "auto",
+                                                    "device": "default"}]
+        (encoder,) = by_type["VisualAnagramsPromptEncoder"]
+        style, prompts = expected_prompts[name]
+        assert encoder["style"] == style and encoder["unload_encoder"] is True
+        assert [encoder[f"prompt_{k}"] for k in range(1, len(prompts) + 1)] == prompts
+        assert all(encoder[f"prompt_{k}"] == "" for k in range(len(prompts) + 1, 9))
+
+        # The view chain, followed from the node every consumer reads back to the first view.
+        chain, node_id = [], encoder["views"][0]
+        while node_id is not None:
+            node = api[node_id]
+            chain.append(node["class_type"].removeprefix("VisualAnagramsView_"))
+            node_id = node["inputs"]["views"][0] if "views" in node["inputs"] else None
+        assert chain[::-1] == expected_views[name]
+        for consumer in (stage_1, stage_2, by_type["VisualAnagramsViewPreview"][0]):
+            assert consumer["views"] == encoder["views"]
+    jigsaw = [n for n in api_workflow("jigsaw").values() if n["class_type"] == "VisualAnagramsView_jigsaw"]
+    assert jigsaw[0]["inputs"]["seed"] == 0
+    hybrid = [n for n in api_workflow("hybrid").values() if n["class_type"].endswith("_pass")]
+    assert [n["inputs"]["sigma"] for n in hybrid] == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_image_is_saved(name):
+    api = api_workflow(name)
+    saves = [node for node in api.values() if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP")]
+    sources = sorted((api[n["inputs"]["images"][0]]["class_type"], n["inputs"]["images"][1]) for n in saves)
+    assert sources == [("VisualAnagramsStageII", 0), ("VisualAnagramsViewPreview", 0), ("VisualAnagramsViewPreview", 1)]
+    assert all(n["inputs"]["filename_prefix"].startswith(f"visual_anagrams/{name}") for n in saves)
+    (webp,) = [n["inputs"] for n in saves if n["class_type"] == "SaveAnimatedWEBP"]
+    assert (webp["fps"], webp["lossless"], webp["quality"], webp["method"]) == (24.0, False, 90, "default")
+
+
+def test_with_tiny_models_swaps_models_steps_and_frames():
+    original = api_workflow("three_views")
+    tiny = with_tiny_models(original, steps=2)
+    assert api_workflow("three_views") == original  # the file and the argument are left alone
+    changed = {}
+    for node_id, node in tiny.items():
+        for name, value in node["inputs"].items():
+            if value != original[node_id]["inputs"][name]:
+                changed[(node["class_type"], name)] = value
+    assert changed == {
+        ("VisualAnagramsLoadStageI", "model"): "tiny-IF-I",
+        ("VisualAnagramsLoadStageII", "model"): "tiny-IF-II",
+        ("VisualAnagramsLoadT5", "encoder"): "tiny-t5",
+        ("VisualAnagramsStageI", "steps"): 2,
+        ("VisualAnagramsStageII", "steps"): 2,
+        ("VisualAnagramsViewPreview", "frames_per_view"): 2,
+    }
+    smaller = with_tiny_models(original, steps=1, frames_per_view=3, hold_frames=0, candidates=1)
+    preview = next(n for n in smaller.values() if n["class_type"] == "VisualAnagramsViewPreview")
+    stage_1 = next(n for n in smaller.values() if n["class_type"] == "VisualAnagramsStageI")
+    assert (preview["inputs"]["frames_per_view"], preview["inputs"]["hold_frames"]) == (3, 0)
+    assert (stage_1["inputs"]["steps"], stage_1["inputs"]["candidates"]) == (1, 1)
+
+
+def test_api_workflow_names_the_choices_when_missing():
+    with pytest.raises(FileNotFoundError, match="flip"):
+        api_workflow("no_such_workflow")
+
+
+# -- against ComfyUI's node definitions ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_and_api_twin_describe_the_same_graph(name, object_info):
+    ui = ui_workflow(name)
+    assert ui_to_api(ui, object_info) == api_workflow(name)
+    # Seeds (the samplers' and the jigsaw's) are fixed in the UI, so the examples reproduce.
+    controls = control_values(ui, object_info)
+    assert controls and {mode for _, _, mode in controls} == {"fixed"}
+
+
+def test_every_node_type_exists(object_info):
+    used = {node["class_type"] for name in NAMES for node in api_workflow(name).values()}
+    assert used <= set(object_info), f"unknown node types: {sorted(used - set(object_info))}"
+    for class_type in used:
+        assert class_type.startswith("VisualAnagrams") or class_type in ("SaveImage", "SaveAnimatedWEBP")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_value_is_allowed_by_the_schema(name, object_info):
+    for node_id, node in api_workflow(name).items():
+        info = object_info[node["class_type"]]
+        specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        required = set(info["input"].get("required", {}))
+        assert required <= set(node["inputs"]), f"node {node_id}: missing {required - set(node['inputs'])}"
+        widgets = {widget for widget, _ in widget_inputs(info)}
+        for input_name, value in node["inputs"].items():
+            assert input_name in specs, f"node {node_id} ({node['class_type']}) has no input {input_name!r}"
+            spec = specs[input_name]
+            kind = "COMBO" if isinstance(spec[0], list) else spec[0]
+            options = (spec[1] if len(spec) > 1 else None) or {}
+            where = f"node {node_id} ({node['class_type']}).{input_name}={value!r}"
+            if input_name not in widgets:
+                assert isinstance(value, list) and len(value) == 2, f"{where}: a socket takes a link"
+                assert kind == object_info[api_workflow(name)[value[0]]["class_type"]]["output"][value[1]], where
+                continue
+            if kind == "COMBO":
+                choices = spec[0] if isinstance(spec[0], list) else options["options"]
+                # Model names depend on the user's folders; the Hub ids are listed today, but need not be.
+                if (node["class_type"], input_name) not in MODEL_INPUTS:
+                    assert value in choices, f"{where} is not one of {choices}"
+            elif kind in ("INT", "FLOAT"):
+                assert isinstance(value, (int, float)) and not isinstance(value, bool), where
+                if kind == "INT":
+                    assert float(value).is_integer(), where
+                assert options.get("min", value) <= value <= options.get("max", value), where
+            elif kind == "BOOLEAN":
+                assert isinstance(value, bool), where
+            elif kind == "STRING":
+                assert isinstance(value, str), where
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_comfyui_accepts_the_api_workflow(name, facts):
+    verdict = facts["validation"][name]
+    assert verdict["valid"], json.dumps(verdict, indent=2)
+    assert not verdict["node_errors"]
+
+
+def test_build_script_check_passes():
+    comfyui_dir = comfyui_dir_or_skip()
+    completed = subprocess.run(
+        [sys.executable, str(BUILD_SCRIPT), "--check"],
+        cwd=REPO,
+        env={**os.environ, "COMFYUI_DIR": str(comfyui_dir)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
