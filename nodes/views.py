@@ -21,7 +21,10 @@ def _widget(spec: ParamSpec) -> io.Input:
     if spec.type is str:
         return io.Combo.Input(spec.name, options=list(spec.choices), default=spec.default, tooltip=tooltip)
     if spec.type is int:
-        return io.Int.Input(spec.name, default=spec.default, min=spec.min, max=spec.max, tooltip=tooltip)
+        # A view's seed fixes its arrangement: it must not re-roll after every run, which the
+        # frontend does to any INT named "seed" unless told otherwise.
+        return io.Int.Input(spec.name, default=spec.default, min=spec.min, max=spec.max, tooltip=tooltip,
+                            control_after_generate=False)
     return io.Float.Input(spec.name, default=spec.default, min=spec.min, max=spec.max, step=0.01, tooltip=tooltip)
 
 

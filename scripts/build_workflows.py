@@ -9,7 +9,7 @@ them -- the script writes:
     example_workflows/<name>.json   UI format (what the frontend saves, version 0.4);
                                     ComfyUI lists these in its template browser
     example_workflows/<name>.jpg    the thumbnail the template browser shows
-    workflows/api/<name>.json       API format (what ``app.graphToPrompt()`` sends
+    api_workflows/<name>.json       API format (what ``app.graphToPrompt()`` sends
                                     to ``POST /prompt``), for headless runs
 
 Widget order, sockets and slot types come from the schemas, so re-running the
@@ -47,7 +47,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 UI_DIR = REPO / "example_workflows"
-API_DIR = REPO / "workflows" / "api"
+API_DIR = REPO / "api_workflows"
 DEFAULT_COMFYUI_DIR = REPO / ".cache" / "comfyui"
 
 #: The frontend version ComfyUI 0.3.75 pins (comfyui-frontend-package); written into
@@ -342,13 +342,13 @@ class Node:
     title: str | None = None
     column: int = 0
     width: int = MIN_NODE_WIDTH
-    height: int | None = None  # default: the frontend's minimum for the schema
-    pos: tuple[float, float] = (0, 0)
+    height: int | None = None  # at least (and by default) the frontend's minimum for the schema
+    pos: tuple[int, int] = (0, 0)
     order: int = 0
 
     @property
     def size(self) -> tuple[int, int]:
-        return (self.width, self.height if self.height is not None else min_height(self.layout))
+        return (self.width, max(self.height or 0, min_height(self.layout)))
 
 
 def min_height(layout: NodeLayout) -> int:

@@ -10,6 +10,7 @@ from PIL import Image
 
 from comfy_server import PromptRejected, comfy_server  # noqa: F401  (the fixture)
 from pack import import_submodule
+from workflow_tools import api_workflow, with_tiny_models, workflow_names
 
 views_module = import_submodule("views")
 
@@ -103,6 +104,8 @@ def test_view_nodes_carry_the_papers_defaults(comfy_server):
     stage_1 = required("VisualAnagramsStageI")
     assert stage_1["steps"][1]["default"] == 30 and stage_1["guidance"][1]["default"] == 10.0
     assert stage_1["seed"][1]["control_after_generate"] is True
+    # A view's seed is its arrangement: it stays put between runs.
+    assert required("VisualAnagramsView_jigsaw")["seed"][1]["control_after_generate"] is False
     assert required("VisualAnagramsStageII")["noise_level"][1]["default"] == 50
     # The loaders list the tiny models of the right stage only, and the Hub ids.
     stage_1_models = required("VisualAnagramsLoadStageI")["model"][1]["options"]
@@ -172,6 +175,26 @@ def test_interrupt_stops_a_run_within_a_step_and_the_next_prompt_runs(comfy_serv
     comfy_server.run(flip_graph(steps=1, candidates=1), timeout=600)
 
 
+@pytest.mark.parametrize("name", workflow_names())
+def test_every_api_example_runs_with_the_tiny_models(comfy_server, name):
+    graph = with_tiny_models(api_workflow(name), steps=1, frames_per_view=2, hold_frames=0)
+    result = comfy_server.run(graph, timeout=900)
+    by_type = {node_id: node["class_type"] for node_id, node in graph.items()}
+    saved = {}
+    for ref in result.images:
+        saved.setdefault(by_type[ref.node_id], []).append(comfy_server.open_image(ref))
+    candidates = next(n["inputs"]["candidates"] for n in graph.values() if n["class_type"] == "VisualAnagramsStageI")
+    views = sum(n["class_type"].startswith("VisualAnagramsView_") for n in graph.values())
+    illusions, grid = saved["SaveImage"][:candidates], saved["SaveImage"][candidates:]
+    assert [image.size for image in illusions] == [(256, 256)] * candidates
+    assert len(grid) == 1 and grid[0].size[0] == views * 256
+    (animation,) = saved["SaveAnimatedWEBP"]
+    assert animation.size == (384, 384) and animation.n_frames >= 2
+    first = animation.convert("RGB").tobytes()
+    animation.seek(1)
+    assert animation.convert("RGB").tobytes() != first  # it moves
+
+
 # -- bad input: an error naming the node and the fix, and the server keeps serving ---------------
 
 
@@ -234,3 +257,21 @@ def test_stage_ii_resizes_an_image_of_another_size(comfy_server):
     result = comfy_server.run(graph, timeout=600)
     assert [image.size for image in images_of(comfy_server, result, "9")] == [(256, 256)] * 3
     assert "resized to 64x64" in comfy_server.log_text()
+
+
+def test_comfyui_can_unload_the_models_and_the_next_run_reloads_them(comfy_server):
+    def stage_1_pixels(seed):
+        graph = flip_graph(steps=1, candidates=1)
+        graph["6"]["inputs"]["seed"] = seed
+        result = comfy_server.run(graph, timeout=600)
+        return images_of(comfy_server, result, "10")[0].tobytes() if result.images else None
+
+    before = stage_1_pixels(6)
+    stage_1_pixels(5)
+    # ComfyUI acts on /free after its next prompt; the loaders' cached outputs survive it.
+    assert comfy_server.request("POST", "/free", {"unload_models": True}).status == 200
+    stage_1_pixels(5)
+    mark = comfy_server.log_mark()
+    after = stage_1_pixels(6)  # the sampler runs again with the loader's handle: the UNet is loaded back
+    assert after == before
+    assert "Requested to load ComfyManaged" in comfy_server.log_text(since=mark)

@@ -6,7 +6,7 @@
     result = comfy_server.run(graph)        # tests/comfy_server.py
 
 ``example_workflows/<name>.json`` is the UI format (what the ComfyUI frontend saves);
-``workflows/api/<name>.json`` its API-format twin (what the frontend's
+``api_workflows/<name>.json`` its API-format twin (what the frontend's
 ``graphToPrompt()`` sends to ``POST /prompt``). Both are written by
 ``scripts/build_workflows.py``. :func:`ui_to_api` converts the first into the second
 independently of that script, from the node definitions ComfyUI's ``/object_info``
@@ -29,7 +29,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 UI_DIR = REPO / "example_workflows"
-API_DIR = REPO / "workflows" / "api"
+API_DIR = REPO / "api_workflows"
 BUILD_SCRIPT = REPO / "scripts" / "build_workflows.py"
 
 #: The tiny offline models of tests/tiny_models.py, by the loader input that names them.
@@ -50,7 +50,7 @@ def workflow_names() -> list[str]:
 
 
 def api_workflow(name: str) -> dict[str, Any]:
-    """``workflows/api/<name>.json``: a fresh dict, ready for ``POST /prompt`` as ``{"prompt": ...}``."""
+    """``api_workflows/<name>.json``: a fresh dict, ready for ``POST /prompt`` as ``{"prompt": ...}``."""
     path = API_DIR / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no API workflow {name!r}; there are: {', '.join(workflow_names())}")
@@ -188,6 +188,7 @@ def comfyui_facts(comfyui_dir: str | Path, timeout: float = 600) -> dict[str, An
     """
     completed = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--facts", str(comfyui_dir)],
+        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -218,7 +219,10 @@ def _facts(comfyui_dir: str) -> dict[str, Any]:
     used = set()
     for path in [*API_DIR.glob("*.json"), *UI_DIR.glob("*.json")]:
         data = json.loads(path.read_text(encoding="utf-8"))
-        used |= {node["type"] for node in data["nodes"]} if "nodes" in data else {n["class_type"] for n in data.values()}
+        if "nodes" in data:  # UI format
+            used |= {node["type"] for node in data["nodes"]}
+        else:
+            used |= {node["class_type"] for node in data.values()}
     object_info = {name: build.node_info(name, node_classes) for name in sorted(used) if name in node_classes}
     validation = {}
     for name in workflow_names():
