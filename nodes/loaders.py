@@ -119,7 +119,7 @@ def local_model_folders(folder_type: str, marker: str, stage: int | None = None)
     return sorted(set(found))
 
 
-def resolve_source(folder_types: tuple[str, ...], name: str) -> str:
+def model_location(folder_types: tuple[str, ...], name: str) -> str:
     """A local folder's full path, or ``name`` itself (a Hugging Face id)."""
     for folder_type in folder_types:
         for root_path in folder_paths.get_folder_paths(folder_type):
@@ -144,7 +144,7 @@ def _offload_for(choice: str, device) -> str:
 
 def _load_stage(label: str, stage: int, model: str, dtype: str, offload: str) -> ModelHandle:
     device = mm.get_torch_device()
-    source = resolve_source(("diffusers",), model)
+    source = model_location(("diffusers",), model)
     plan = _offload_for(offload, device)
     if plan == "none":
         # Make room the way ComfyUI's own loaders do: unload what it holds, if needed.
@@ -248,7 +248,7 @@ class LoadTextEncoder(io.ComfyNode):
         keep_on_cpu = device == "cpu" or torch_device.type == "cpu"
         if precision == AUTO:
             precision = "fp32" if keep_on_cpu else "fp16"
-        source = resolve_source(("text_encoders", "diffusers"), encoder)
+        source = model_location(("text_encoders", "diffusers"), encoder)
 
         def load():
             try:

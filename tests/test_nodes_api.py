@@ -145,6 +145,17 @@ def test_seed_makes_runs_repeatable_and_changing_it_changes_the_image(comfy_serv
     assert pixels(first, "10") != pixels(other, "10")
 
 
+def test_changing_only_the_seed_does_not_reload_or_re_encode(comfy_server):
+    comfy_server.run(flip_graph(steps=1, candidates=1), timeout=600)
+    graph = flip_graph(steps=1, candidates=1)
+    graph["6"]["inputs"]["seed"] = 11
+    result = comfy_server.run(graph, timeout=600)
+    cached = {node for message in result.messages_of("execution_cached") for node in message.data["nodes"]}
+    assert {"1", "2", "3", "4", "5", "7"} <= cached  # loaders, views and the prompt encoder
+    executed = {m.data.get("node") for m in result.messages_of("executing")}
+    assert "6" in executed and "4" not in executed
+
+
 def test_saved_png_carries_the_workflow(comfy_server):
     workflow = {"nodes": [], "links": [], "version": 0.4, "extra": {"marker": "visual-anagrams"}}
     result = comfy_server.run(flip_graph(steps=1, candidates=1), timeout=600,
