@@ -35,14 +35,14 @@ def _schedule_input(default: str) -> io.Combo.Input:
     )
 
 
-def _common_inputs(model_input: io.Input, steps_default: int) -> list[io.Input]:
+def _common_inputs(model_input: io.Input) -> list[io.Input]:
     return [
         model_input,
         Prompts.Input("prompts", tooltip="From the Anagram Prompt Encoder: prompt k pairs with view k."),
         Views.Input("views", tooltip="The chain of view nodes, in prompt order."),
         io.Int.Input("seed", default=0, min=0, max=0xFFFF_FFFF_FFFF_FFFF, control_after_generate=True,
                      tooltip="Seed of the first candidate; candidate k uses seed + k, as the paper's seeds do."),
-        io.Int.Input("steps", default=steps_default, min=1, max=1000, tooltip="Denoising steps (paper: 30)."),
+        io.Int.Input("steps", default=30, min=1, max=1000, tooltip="Denoising steps (paper: 30)."),
         _schedule_input(STEP_COUNT),
         io.Float.Input("guidance", default=10.0, min=0.0, max=50.0, step=0.1,
                        tooltip="Classifier-free guidance scale for every view (paper: 10)."),
@@ -106,7 +106,7 @@ class AnagramStageI(io.ComfyNode):
             description="Draws a 64 px illusion with DeepFloyd IF Stage I: every view is denoised with its own "
             "prompt at every step (Geng et al., Visual Anagrams).",
             inputs=[
-                *_common_inputs(StageIModel.Input("model", tooltip="An IF Stage I model (IF-I-M / L / XL)."), 30),
+                *_common_inputs(StageIModel.Input("model", tooltip="An IF Stage I model (IF-I-M / L / XL).")),
                 io.Int.Input("candidates", default=1, min=1, max=16,
                              tooltip="Illusions drawn at once (one batch); candidate k equals seed + k alone."),
             ],
@@ -129,7 +129,7 @@ class AnagramStageII(io.ComfyNode):
             category=CATEGORY,
             description="Refines 64 px illusions to 256 px with DeepFloyd IF Stage II, keeping every view's prompt.",
             inputs=[
-                *_common_inputs(StageIIModel.Input("model", tooltip="An IF Stage II model (IF-II-M / L)."), 30),
+                *_common_inputs(StageIIModel.Input("model", tooltip="An IF Stage II model (IF-II-M / L).")),
                 io.Image.Input("image", tooltip="Stage I illusions; other sizes are resized to Stage II's input size."),
                 io.Int.Input("noise_level", default=50, min=0, max=999,
                              tooltip="Noise added to the upsampled image before refining (paper: 50)."),

@@ -280,8 +280,8 @@ def known_hub_stage(repo_id: str) -> int | None:
 def detect_stage(folder: str | os.PathLike) -> int | None:
     """Which IF stage a local diffusers folder holds, from its configs (no weights read)."""
     folder = Path(folder)
-    index = _read_json(folder / "model_index.json") or {}
-    unet = _read_json(folder / "unet" / "config.json")
+    index = read_json(folder / "model_index.json") or {}
+    unet = read_json(folder / "unet" / "config.json")
     return _stage_from_configs(index.get("_class_name"), unet, (folder / "vae" / "config.json").is_file())
 
 
@@ -445,10 +445,6 @@ def transformers_dtype_kwarg() -> str:
     from packaging.version import Version
 
     return "dtype" if Version(transformers.__version__.split("+")[0]) >= Version("4.56") else "torch_dtype"
-
-
-def read_json(path: Path) -> dict | None:
-    return _read_json(path)
 
 
 # -- internals --------------------------------------------------------------------------------
@@ -634,8 +630,8 @@ def _wrong_stage_message(label: str, found: int | None, stage: int, *, folder: P
             f"{STAGE_NAMES[found]} loader, and pick a {STAGE_NAMES[stage]} model here"
         )
     if folder is not None:
-        index = _read_json(folder / "model_index.json") or {}
-        unet_config = _read_json(folder / "unet" / "config.json")
+        index = read_json(folder / "model_index.json") or {}
+        unet_config = read_json(folder / "unet" / "config.json")
         kind = index.get("_class_name") or "an unknown pipeline"
     else:
         kind = "a model"
@@ -648,7 +644,7 @@ def _wrong_stage_message(label: str, found: int | None, stage: int, *, folder: P
     )
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
