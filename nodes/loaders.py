@@ -187,7 +187,9 @@ def _stage_loader(stage: int, node_id: str, title: str, socket, hub_ids: tuple[s
                                    tooltip="auto follows ComfyUI (--lowvram: model offload, --novram: sequential). "
                                    "model: each part on the GPU only while it runs; sequential: least VRAM, slowest."),
                 ],
-                outputs=[socket.Output(display_name="model")],
+                outputs=[
+                    socket.Output(display_name="model", tooltip="The loaded model, for the sampler of this stage.")
+                ],
             )
 
         @classmethod
@@ -238,7 +240,9 @@ class LoadTextEncoder(io.ComfyNode):
                 io.Combo.Input("device", options=["default", "cpu"], default="default",
                                tooltip="cpu keeps the encoder in system memory: slow, but uses no VRAM."),
             ],
-            outputs=[TextEncoder.Output(display_name="text encoder")],
+            outputs=[
+                TextEncoder.Output(display_name="text encoder", tooltip="The T5 encoder, for the Anagram Prompt Encoder.")
+            ],
         )
 
     @classmethod

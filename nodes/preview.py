@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .images import to_comfy_image, to_model_space
 from .types import CATEGORY, Prompts, Views
+from .viewer import MAX_VIEWER_IMAGES, VIEWER_KEY, play_mode, viewer_payload
 
 CAPTION_LINES = 3
 
@@ -54,8 +55,11 @@ class ViewPreview(io.ComfyNode):
             node_id="VisualAnagramsViewPreview",
             display_name="Illusion View Preview",
             category=CATEGORY,
-            description="Shows the picture under every view with the prompt it should reveal, and renders the "
-            "animation from the picture into each view and back (for animated WEBP or video savers).",
+            description="Shows the picture under every view with the prompt it should reveal: on the node, an "
+            "illusion viewer plays the picture into each view and back. Also renders a captioned grid of the views "
+            "and the animation frames (for animated WEBP or video savers).",
+            # An output node, so it runs and shows the viewer even when nothing is wired to its outputs.
+            is_output_node=True,
             inputs=[
                 io.Image.Input("image", tooltip="The illusion (any batch: one grid row per image)."),
                 Views.Input("views", tooltip="The views the illusion was made with, in prompt order."),
@@ -65,7 +69,8 @@ class ViewPreview(io.ComfyNode):
                     default=24,
                     min=2,
                     max=240,
-                    tooltip="Animation frames for each transition from the picture into a view (and as many back).",
+                    tooltip="Animation frames for each transition from the picture into a view (and as many back). "
+                    "The viewer on the node steps through them for views that are not a flip, rotation or negation.",
                 ),
                 io.Int.Input(
                     "hold_frames", default=8, min=0, max=240, tooltip="Frames to pause on each view and on the picture."
@@ -91,8 +96,21 @@ class ViewPreview(io.ComfyNode):
                 view.check_size(size)
             except ValueError as error:
                 raise ValueError(f"Illusion View Preview: views: view {index + 1} cannot show this image: {error}")
+        transitions = _Transitions(pixels[:MAX_VIEWER_IMAGES], views, frames_per_view)
+        viewed = [index for index, view in enumerate(views) if play_mode(view) == "frames"]
+        texts = list(prompts.texts) if prompts is not None else []
+        viewer = viewer_payload(
+            image[:MAX_VIEWER_IMAGES],
+            views,
+            captions=[texts[index] if index < len(texts) else "" for index in range(len(views))],
+            transitions={index: [transitions.get(index, b) for b in range(len(transitions.pictures))] for index in viewed},
+            frames_per_view=frames_per_view,
+            hold_frames=hold_frames,
+        )
         return io.NodeOutput(
-            cls._grid(pixels, views, prompts), cls._animation(pixels[:1], views, frames_per_view, hold_frames)
+            cls._grid(pixels, views, prompts),
+            cls._animation(transitions, views, hold_frames),
+            ui={VIEWER_KEY: [viewer]},
         )
 
     @staticmethod
@@ -109,14 +127,33 @@ class ViewPreview(io.ComfyNode):
         return torch.cat(rows, dim=0)[None]
 
     @staticmethod
-    def _animation(picture: torch.Tensor, views, frames_per_view: int, hold_frames: int) -> torch.Tensor:
-        times = torch.linspace(0, 1, frames_per_view).tolist()
-        # Ease in and out, so the motion settles on each view.
-        times = [0.5 - 0.5 * np.cos(np.pi * t) for t in times]
+    def _animation(transitions: _Transitions, views, hold_frames: int) -> torch.Tensor:
         frames = []
         # The identity has nothing to animate; it is the start of every transition anyway.
-        moving = [view for view in views if view.name != "identity"] or list(views)
-        for view in moving:
-            there = [view.frame(picture, t) for t in times]
+        moving = [index for index, view in enumerate(views) if view.name != "identity"] or list(range(len(views)))
+        for index in moving:
+            there = transitions.get(index, 0)
             frames += there + [there[-1]] * hold_frames + there[::-1] + [there[0]] * hold_frames
-        return to_comfy_image(torch.cat(frames))
+        return torch.stack(frames)
+
+
+class _Transitions:
+    """Animation frames from each picture into each view, rendered once and shared by the
+    ``animation`` output (first picture) and the viewer's sprite sheets (every picture shown)."""
+
+    def __init__(self, pictures: torch.Tensor, views, frames_per_view: int):
+        self.pictures = pictures
+        self.views = views
+        times = torch.linspace(0, 1, frames_per_view).tolist()
+        # Ease in and out, so the motion settles on each view; a viewer stepping through the
+        # frames at an even pace then plays the same easing.
+        self.times = [0.5 - 0.5 * np.cos(np.pi * t) for t in times]
+        self._frames: dict[tuple[int, int], list[torch.Tensor]] = {}
+
+    def get(self, view_index: int, picture_index: int) -> list[torch.Tensor]:
+        """Frames ((F, F, 3) ComfyUI images) of picture ``picture_index`` turning into view ``view_index``."""
+        key = (view_index, picture_index)
+        if key not in self._frames:
+            view, picture = self.views[view_index], self.pictures[picture_index : picture_index + 1]
+            self._frames[key] = [to_comfy_image(view.frame(picture, t))[0] for t in self.times]
+        return self._frames[key]

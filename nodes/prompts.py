@@ -43,7 +43,12 @@ class AnagramPromptEncoder(io.ComfyNode):
                                  tooltip="Free the T5 encoder's memory after encoding (it is then reloaded when "
                                  "the prompts change)."),
             ],
-            outputs=[Prompts.Output(display_name="prompts")],
+            outputs=[
+                Prompts.Output(
+                    display_name="prompts",
+                    tooltip="One T5 embedding per view (and the negative), with the prompt texts for captions.",
+                )
+            ],
         )
 
     @classmethod

@@ -110,7 +110,7 @@ class AnagramStageI(io.ComfyNode):
                 io.Int.Input("candidates", default=1, min=1, max=16,
                              tooltip="Illusions drawn at once (one batch); candidate k equals seed + k alone."),
             ],
-            outputs=[io.Image.Output(display_name="images")],
+            outputs=[io.Image.Output(display_name="images", tooltip="The 64 px illusions, one per candidate.")],
         )
 
     @classmethod
@@ -134,7 +134,7 @@ class AnagramStageII(io.ComfyNode):
                 io.Int.Input("noise_level", default=50, min=0, max=999,
                              tooltip="Noise added to the upsampled image before refining (paper: 50)."),
             ],
-            outputs=[io.Image.Output(display_name="images")],
+            outputs=[io.Image.Output(display_name="images", tooltip="The 256 px illusions, one per input image.")],
         )
 
     @classmethod

@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from .types import CATEGORY, Prompts, StageIIIModel
 
-LABEL = "Naive x4 Upscaler (Stage III, first prompt)"
+LABEL = "Naive x4 Upscaler (Stage III)"
 
 
 class NaiveStageIII(io.ComfyNode):
@@ -34,7 +34,7 @@ class NaiveStageIII(io.ComfyNode):
                 io.Int.Input("noise_level", default=0, min=0, max=350,
                              tooltip="Noise added before upscaling (the paper: 0)."),
             ],
-            outputs=[io.Image.Output(display_name="images")],
+            outputs=[io.Image.Output(display_name="images", tooltip="The 1024 px images, one per input image.")],
         )
 
     @classmethod

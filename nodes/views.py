@@ -55,7 +55,13 @@ class ViewNode(io.ComfyNode):
                 ),
                 *(_widget(spec) for spec in view_class.PARAMS),
             ],
-            outputs=[Views.Output(display_name="views (this one last)")],
+            outputs=[
+                Views.Output(
+                    display_name="views (this one last)",
+                    tooltip="The chain with this view appended: wire it to the next view node, or to the prompt "
+                    "encoder, the samplers and the view preview.",
+                )
+            ],
         )
 
     @classmethod

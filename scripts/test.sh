@@ -14,6 +14,7 @@ cd "$repo"
 source scripts/lib/env.sh
 
 ensure_test_env
+ensure_browser
 
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1

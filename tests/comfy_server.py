@@ -50,11 +50,9 @@ import dataclasses
 import io
 import json
 import os
-import shlex
 import shutil
-import socket
+import signal
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -68,10 +66,17 @@ from typing import Any
 
 import pytest
 
-PACK_DIR = Path(__file__).resolve().parents[1]
-PACK_FOLDER_NAME = "comfyui-visual-anagrams"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
+from comfyui_process import (  # noqa: E402  (the launcher the demo uses too)
+    LOOPBACK,
+    PACK_DIR,  # noqa: F401  (re-exported for the tests)
+    PACK_FOLDER_NAME,
+    ComfyUIProcess,
+    extra_args_from_env,
+    prepare_base_dir,
+)
+
 HARNESS_NODES_FILE = "va_harness_nodes.py"
-LOOPBACK = "127.0.0.1"
 
 # Messages that end a prompt's execution on the websocket.
 TERMINAL_MESSAGES = ("execution_success", "execution_error", "execution_interrupted")
@@ -650,19 +655,11 @@ def skip_reason() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
-
-
 def layout_base_dir(base: Path) -> Any:
     """Lay out a private ComfyUI base directory; returns the TinyModelPaths there."""
     from tiny_models import write_tiny_models
 
-    for folder in ("custom_nodes", "input", "output", "temp", "user", "models/diffusers", "models/text_encoders"):
-        (base / folder).mkdir(parents=True, exist_ok=True)
-    (base / "custom_nodes" / PACK_FOLDER_NAME).symlink_to(PACK_DIR, target_is_directory=True)
+    prepare_base_dir(base)
     (base / "custom_nodes" / HARNESS_NODES_FILE).write_text(HARNESS_NODES_SOURCE)
 
     diffusers_dir = base / "models" / "diffusers"
@@ -672,96 +669,34 @@ def layout_base_dir(base: Path) -> Any:
     return dataclasses.replace(paths, root=base / "models", text_encoder=text_encoder)
 
 
-class ComfyServer:
-    """One ``python main.py`` process on a free loopback port."""
+class ComfyServer(ComfyUIProcess):
+    """The test server: a ComfyUIProcess whose base directory holds the tiny models."""
 
     def __init__(self, comfy_dir: Path, base_dir: Path, models):
-        self.comfy_dir = comfy_dir
-        self.base_dir = base_dir
+        super().__init__(
+            comfy_dir,
+            base_dir,
+            log_path=base_dir.parent / f"{base_dir.name}-server.log",
+            python=os.environ.get("COMFYUI_PYTHON") or sys.executable,
+            extra_args=extra_args_from_env(),
+        )
         self.models = models
         self.pack_link = base_dir / "custom_nodes" / PACK_FOLDER_NAME
-        self.log_path = base_dir.parent / f"{base_dir.name}-server.log"
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.boot_seconds: float | None = None
-
-    def command(self) -> list[str]:
-        python = os.environ.get("COMFYUI_PYTHON") or sys.executable
-        return [
-            python, "main.py",
-            "--cpu",
-            "--listen", LOOPBACK,
-            "--port", str(self.port),
-            "--disable-auto-launch",
-            "--base-directory", str(self.base_dir),
-            # The default database lives in COMFYUI_DIR/user; keep it ours.
-            "--database-url", f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}",
-            "--disable-api-nodes",  # no api.comfy.org nodes: faster boot, nothing remote
-            *shlex.split(os.environ.get("COMFYUI_EXTRA_ARGS", "")),
-        ]
-
-    def start(self, timeout: float) -> None:
-        env = dict(os.environ)
-        env.update(
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
-            HF_HUB_DISABLE_TELEMETRY="1",
-            DO_NOT_TRACK="1",
-            PYTHONUNBUFFERED="1",
-            NO_PROXY=f"{LOOPBACK},localhost",
-            no_proxy=f"{LOOPBACK},localhost",
-        )
-        started = time.monotonic()
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                self.command(), cwd=self.comfy_dir, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        url = f"http://{LOOPBACK}:{self.port}/system_stats"
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with code {self.process.returncode} while starting\n{self.tail()}")
-            try:
-                with opener.open(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() - started > timeout:
-                self.stop()
-                raise TimeoutError(f"ComfyUI did not answer {url} within {timeout:.0f} s\n{self.tail()}")
-            time.sleep(0.25)
-        self.boot_seconds = time.monotonic() - started
-
-    def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"ComfyUI died with code {self.process.returncode}\n{self.tail()}")
-
-    def log_text(self, since: int = 0) -> str:
-        with open(self.log_path, "rb") as log:
-            log.seek(since)
-            return log.read().decode("utf-8", "replace")
-
-    def tail(self, lines: int = 80) -> str:
-        return "---- last ComfyUI log lines ----\n" + "\n".join(self.log_text().splitlines()[-lines:])
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 # One server per session, however many test modules import the fixture: each
 # module that imports it holds its own session-scoped fixture definition, so
 # they share the process through this module instead of booting one each.
 _shared: dict[str, Any] = {"client": None, "server": None, "users": 0, "error": None}
+
+
+def _stop_server_on_sigterm(signum, frame) -> None:
+    """A terminated pytest (a CI timeout, a killed job) skips atexit; the server runs in
+    its own session, so stop it here and then die the way SIGTERM would have."""
+    if _shared["server"] is not None:
+        _shared["server"].stop()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _acquire(tmp_path_factory) -> ComfyClient:
@@ -771,6 +706,8 @@ def _acquire(tmp_path_factory) -> ComfyClient:
         base_dir = tmp_path_factory.mktemp("comfyui-base")
         server = ComfyServer(comfyui_dir(), base_dir, layout_base_dir(base_dir))
         atexit.register(server.stop)  # even if pytest never reaches the teardown
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _stop_server_on_sigterm)
         try:
             server.start(timeout=float(os.environ.get("COMFYUI_BOOT_TIMEOUT", "180")))
             client = ComfyClient(server)

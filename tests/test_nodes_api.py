@@ -156,6 +156,71 @@ def test_changing_only_the_seed_does_not_reload_or_re_encode(comfy_server):
     assert "6" in executed and "4" not in executed
 
 
+def viewer_graph(views=("identity", "flip", "negate", "jigsaw"), size=128, frames=3):
+    """An image -> a view chain -> (T5 + prompts) -> the view preview, with nothing after it."""
+    graph = {
+        "1": {"class_type": "VisualAnagramsLoadT5", "inputs": {"encoder": "tiny-t5", "precision": "auto",
+                                                               "device": "default"}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size, "batch_size": 2,
+                                                     "color": 0x3366CC}},
+    }
+    previous = None
+    for index, name in enumerate(views):
+        node_id = str(10 + index)
+        inputs = {spec.name: spec.default for spec in views_module.VIEW_CLASSES[name].PARAMS}
+        if previous:
+            inputs["views"] = [previous, 0]
+        graph[node_id] = {"class_type": f"VisualAnagramsView_{name}", "inputs": inputs}
+        previous = node_id
+    prompts = {f"prompt_{k + 1}": f"thing {k + 1}" for k in range(len(views))}
+    graph["3"] = {"class_type": "VisualAnagramsPromptEncoder",
+                  "inputs": {"text_encoder": ["1", 0], "views": [previous, 0], "style": "a photo of", "negative": "",
+                             "unload_encoder": False, **NO_PROMPTS, **prompts}}
+    graph["4"] = {"class_type": "VisualAnagramsViewPreview",
+                  "inputs": {"image": ["2", 0], "views": [previous, 0], "prompts": ["3", 0],
+                             "frames_per_view": frames, "hold_frames": 2}}
+    return graph
+
+
+def test_view_preview_is_an_output_node_sending_the_viewer_pictures_captions_and_motions(comfy_server):
+    result = comfy_server.run(viewer_graph(), timeout=300)
+    # Nothing reads its outputs, yet it ran: an output node, its viewer data in the history.
+    (viewer,) = result.outputs["4"]["visual_anagrams_viewer"]
+    assert [view["name"] for view in viewer["views"]] == ["identity", "flip", "negate", "jigsaw"]
+    assert [view["mode"] for view in viewer["views"]] == ["still", "css", "css", "frames"]
+    assert [view["caption"] for view in viewer["views"]] == [f"a photo of thing {k}" for k in range(1, 5)]
+    assert viewer["views"][1]["css"] == {
+        "from": {"transform": "rotate(0deg) rotateX(0deg)", "filter": "invert(0)"},
+        "to": {"transform": "rotate(0deg) rotateX(180deg)", "filter": "invert(0)"},
+    }
+    assert viewer["views"][2]["css"]["to"] == {"transform": "rotate(0deg) rotateX(0deg)", "filter": "invert(1)"}
+    assert (viewer["frames_per_view"], viewer["hold_frames"]) == (3, 2)
+    assert viewer["picture_fraction"] == pytest.approx(128 / 192)
+    pictures = [comfy_server.open_image(ref) for ref in viewer["images"]]
+    assert [picture.size for picture in pictures] == [(128, 128)] * 2  # the whole batch
+    assert pictures[0].convert("RGB").getpixel((5, 5)) == (0x33, 0x66, 0xCC)
+    # One sprite sheet per picture for the jigsaw: its frames, row by row, on a white canvas 1.5x the picture.
+    sprites = viewer["views"][3]["sprites"]
+    assert len(sprites) == 2 and all(ref["type"] == "temp" for ref in sprites + viewer["images"])
+    for sprite in sprites:
+        sheet = comfy_server.open_image(sprite)
+        assert sprite["frames"] == 3 and sprite["frame_size"] == 192
+        assert sprite["columns"] * sprite["rows"] >= 3
+        assert sheet.size == (sprite["columns"] * 192, sprite["rows"] * 192)
+        corner, middle = sheet.convert("RGB").getpixel((3, 3)), sheet.convert("RGB").getpixel((96, 96))
+        assert min(corner) > 245  # the white margin of the first frame
+        assert max(abs(a - b) for a, b in zip(middle, (0x33, 0x66, 0xCC))) < 12  # the picture (lossy WEBP)
+    assert not result.images  # the viewer's files are no "images" the frontend would draw a second time
+
+
+def test_view_preview_shows_a_hybrids_fine_detail_as_the_picture_at_rest(comfy_server):
+    result = comfy_server.run(viewer_graph(views=("low_pass", "high_pass")), timeout=300)
+    (viewer,) = result.outputs["4"]["visual_anagrams_viewer"]
+    # Up close (the picture) reads as the high-pass prompt; stepping back (the frames) as the low-pass one.
+    assert [view["mode"] for view in viewer["views"]] == ["frames", "still"]
+    assert "sprites" not in viewer["views"][1] and len(viewer["views"][0]["sprites"]) == 2
+
+
 def test_saved_png_carries_the_workflow(comfy_server):
     workflow = {"nodes": [], "links": [], "version": 0.4, "extra": {"marker": "visual-anagrams"}}
     result = comfy_server.run(flip_graph(steps=1, candidates=1), timeout=600,
@@ -190,16 +255,18 @@ def test_interrupt_stops_a_run_within_a_step_and_the_next_prompt_runs(comfy_serv
 def test_every_api_example_runs_with_the_tiny_models(comfy_server, name):
     graph = with_tiny_models(api_workflow(name), steps=1, frames_per_view=2, hold_frames=0)
     result = comfy_server.run(graph, timeout=900)
-    by_type = {node_id: node["class_type"] for node_id, node in graph.items()}
+    # Each saver by what it saves (ComfyUI runs output nodes in no promised order).
     saved = {}
     for ref in result.images:
-        saved.setdefault(by_type[ref.node_id], []).append(comfy_server.open_image(ref))
+        source = graph[graph[ref.node_id]["inputs"]["images"][0]]["class_type"]
+        saved.setdefault((graph[ref.node_id]["class_type"], source), []).append(comfy_server.open_image(ref))
     candidates = next(n["inputs"]["candidates"] for n in graph.values() if n["class_type"] == "VisualAnagramsStageI")
     views = sum(n["class_type"].startswith("VisualAnagramsView_") for n in graph.values())
-    illusions, grid = saved["SaveImage"][:candidates], saved["SaveImage"][candidates:]
+    illusions = saved[("SaveImage", "VisualAnagramsStageII")]
+    grid = saved[("SaveImage", "VisualAnagramsViewPreview")]
     assert [image.size for image in illusions] == [(256, 256)] * candidates
     assert len(grid) == 1 and grid[0].size[0] == views * 256
-    (animation,) = saved["SaveAnimatedWEBP"]
+    (animation,) = saved[("SaveAnimatedWEBP", "VisualAnagramsViewPreview")]
     assert animation.size == (384, 384) and animation.n_frames >= 2
     first = animation.convert("RGB").tobytes()
     animation.seek(1)

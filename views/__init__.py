@@ -22,7 +22,7 @@ from .anagrams import (
     SkewView,
     SquareHingeView,
 )
-from .base import ParamSpec, View, ViewError
+from .base import ParamSpec, View, ViewError, WholeImageMotion
 from .factorized import (
     ColorView,
     GrayscaleView,
@@ -83,4 +83,13 @@ def make_view(name: str, **params: Any) -> View:
     return VIEW_CLASSES[name](**params)
 
 
-__all__ = ["VIEW_CLASSES", "ParamSpec", "PermutationView", "View", "ViewError", "make_view", "view_names"]
+__all__ = [
+    "VIEW_CLASSES",
+    "ParamSpec",
+    "PermutationView",
+    "View",
+    "ViewError",
+    "WholeImageMotion",
+    "make_view",
+    "view_names",
+]

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .base import ParamSpec, View, ViewError, map_noise_channels
+from .base import ParamSpec, View, ViewError, WholeImageMotion, map_noise_channels
 from .frames import centred, crossfade_frame
 from .geometry import disc_mask, rotate_inside
 from .motions import RegionLayout, random_swings
@@ -38,6 +38,9 @@ class WholeImageView(PermutationView):
         return RegionLayout.build(
             labels, pivot=[cells / 2, cells / 2], quarter_turns=[self.quarter_turns], mirror_rows=[self.mirror_rows]
         )
+
+    def whole_image_motion(self) -> WholeImageMotion:
+        return WholeImageMotion(quarter_turns=self.quarter_turns, mirror_rows=self.mirror_rows)
 
 
 class IdentityView(WholeImageView):
@@ -109,6 +112,9 @@ class NegateView(View):
 
     def render_frame(self, image: Tensor, t: float) -> Tensor:
         return crossfade_frame(image, -image, t)
+
+    def whole_image_motion(self) -> WholeImageMotion:
+        return WholeImageMotion(negate=True)
 
 
 class SkewView(PermutationView):

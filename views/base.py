@@ -85,6 +85,22 @@ class ParamSpec:
         return value
 
 
+@dataclass(frozen=True)
+class WholeImageMotion:
+    """A view that moves or recolours the whole picture as one piece, described neutrally so a
+    viewer can play it with a transform instead of rendered frames: first mirror the rows (upside
+    down) if ``mirror_rows``, then turn clockwise (as displayed) by ``quarter_turns``; or negate
+    the colours. The identity is ``WholeImageMotion()``."""
+
+    quarter_turns: int = 0
+    mirror_rows: bool = False
+    negate: bool = False
+
+    @property
+    def is_still(self) -> bool:
+        return self == WholeImageMotion()
+
+
 def map_noise_channels(estimate: Tensor, transform: Callable[[Tensor], Tensor]) -> Tensor:
     """Apply ``transform`` to the noise channels only; IF's variance channels pass through.
 
@@ -116,6 +132,11 @@ class View(ABC):
     description: ClassVar[str]
     kind: ClassVar[str]  # "permutation" | "negate" | "factorized" | "failure"
     is_failure: ClassVar[bool] = False
+    #: The picture itself, at rest, is how this view is seen: a hybrid's fine detail up close, the
+    #: colour of a grey/colour split, the sharp residual of a motion blur split. Its animation
+    #: frames show the other reading (stepping back, draining the colour, shaking), so a viewer
+    #: shows such a view as the picture at rest rather than as the end of its frames.
+    seen_at_rest: ClassVar[bool] = False
     failure_note: ClassVar[str] = ""
     reduction: ClassVar[str] = "mean"
     PARAMS: ClassVar[tuple[ParamSpec, ...]] = ()
@@ -148,6 +169,11 @@ class View(ABC):
     def preview(self, image: Tensor) -> Tensor:
         """What a person sees under this view."""
         return self.view(image)
+
+    def whole_image_motion(self) -> WholeImageMotion | None:
+        """This view as one motion of the whole picture, if it is one (identity, flips, rotations,
+        negation); None when only the animation frames (``frame``) can show it."""
+        return None
 
     def frame(self, image: Tensor, t: float) -> Tensor:
         """Animation frame at time t in [0, 1]: (B, C, F, F), F = S + 2 * (S // 4), white around.

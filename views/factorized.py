@@ -107,6 +107,7 @@ class HighPassView(GaussianSplitView):
     label = "High frequencies"
     description = "The fine detail: what you see up close."
     part = 1
+    seen_at_rest = True
 
 
 class TripleBandView(FrequencySplitView):
@@ -145,6 +146,7 @@ class TripleHighPassView(TripleBandView):
     label = "Triple hybrid: high band"
     description = "The finest of three frequency bands: seen up close."
     part = 2
+    seen_at_rest = True
 
 
 class ColourSplitView(SplitView):
@@ -172,6 +174,7 @@ class ColorView(ColourSplitView):
     label = "Colour"
     description = "The colour the grey levels lack."
     part = 1
+    seen_at_rest = True
 
 
 class MotionSplitView(SplitView):
@@ -203,6 +206,7 @@ class MotionBlurResidualView(MotionSplitView):
     label = "Motion blur residual"
     description = "What motion blur removes: the image seen when it holds still."
     part = 1
+    seen_at_rest = True
 
 
 class ScaleView(FactorizedView):

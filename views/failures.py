@@ -42,7 +42,7 @@ class InnerCircleFailureView(FailureView):
     """The inner disc rotated by an arbitrary angle, with interpolation."""
 
     name = "inner_circle_failure"
-    label = "Inner circle by any angle (fails)"
+    label = "Inner circle, any angle (fails)"
     description = "The inner disc turned by an angle that is not a quarter turn: a documented failure."
     failure_note = (
         "Turning by an angle that is not a multiple of 90° resamples pixels: bilinear sampling averages "

@@ -1,6 +1,6 @@
 # Shared by the scripts: one place that knows how to build the virtualenv.
 # Sourced, not run. Defines VA_VENV, VA_PYTHON, ensure_test_env and ensure_comfyui
-# (ensure_test_env calls it; it exports COMFYUI_DIR for the tests).
+# (ensure_test_env calls it; it exports COMFYUI_DIR for the tests), and ensure_browser.
 
 VA_VENV="${VA_VENV:-$repo/.venv}"
 VA_PYTHON="$VA_VENV/bin/python"
@@ -106,4 +106,41 @@ PY
     echo "$wanted" > "$stamp"
   fi
   export COMFYUI_DIR="$dir"
+}
+
+# A browser for the canvas tests (tests/test_browser.py): Debian's chromium, driven by the
+# Python playwright package of tests/requirements.txt (Playwright's own browser download
+# needs a host the tests cannot reach). Installed with apt-get when /usr/bin/chromium is
+# missing; VA_CHROMIUM names another chromium instead. Without one, those tests skip and
+# say why, so on a developer's machine a failed install is reported and the other tests
+# still run; in CI (CI set) it stops the run, since skipping would hide the canvas tests.
+ensure_browser() {
+  if [ -n "${VA_CHROMIUM:-}" ] || [ -x /usr/bin/chromium ]; then
+    return 0
+  fi
+  local sudo=""
+  if [ "$(id -u)" != "0" ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo="sudo -n"
+    else
+      echo "== no /usr/bin/chromium and no root to install it: the browser tests will be skipped" >&2
+      echo "   (apt-get install chromium, or point VA_CHROMIUM at a chromium binary)" >&2
+      [ -z "${CI:-}" ]
+      return
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "== no /usr/bin/chromium and no apt-get to install it: the browser tests will be skipped" >&2
+    [ -z "${CI:-}" ]
+    return
+  fi
+  echo "== installing Debian's chromium for the browser tests"
+  if ! { $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium fonts-liberation; } >"${TMPDIR:-/tmp}/va-chromium-install.log" 2>&1; then
+    echo "== installing chromium failed (see ${TMPDIR:-/tmp}/va-chromium-install.log): the browser tests will be skipped" >&2
+    tail -n 5 "${TMPDIR:-/tmp}/va-chromium-install.log" >&2 || true
+    [ -z "${CI:-}" ]
+    return
+  fi
 }

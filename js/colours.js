@@ -1,0 +1,53 @@
+// Link and slot colours for the pack's own socket types, in the spirit of ComfyUI's default
+// palette: the IF stage models in MODEL's lavender family, the T5 encoder near CLIP's yellow,
+// prompts and views in CONDITIONING's orange family. Core types and node colours are left alone.
+
+export const SOCKET_COLOURS = {
+  VA_IF_STAGE_I: "#9575CD",
+  VA_IF_STAGE_II: "#BA68C8",
+  VA_IF_STAGE_III: "#7986CB",
+  VA_T5_ENCODER: "#FFE57F",
+  VA_PROMPTS: "#FF8A65",
+  VA_VIEWS: "#FFB74D",
+};
+
+// The palette loader resets the colour of every type the server declares (ours included) to ""
+// and then assigns the palette's own, each time a palette is applied. A property whose setter
+// keeps what the palette assigns and whose getter falls back to our colour survives that, and a
+// custom palette that does name one of our types still wins.
+function pin(table, type, colour) {
+  if (!table) return;
+  const descriptor = Object.getOwnPropertyDescriptor(table, type);
+  if (descriptor?.get) return; // already pinned
+  let assigned = table[type];
+  Object.defineProperty(table, type, {
+    configurable: true,
+    enumerable: true,
+    get: () => assigned || colour,
+    set: (value) => {
+      assigned = value;
+    },
+  });
+}
+
+// Vue-rendered nodes (Nodes 2.0) read the colours from CSS variables instead, which the palette
+// loader removes for types it has no colour for: set them again whenever the palette changes.
+function setCssColours() {
+  const style = document.body?.style;
+  if (!style) return;
+  for (const [type, colour] of Object.entries(SOCKET_COLOURS)) {
+    const name = `--color-datatype-${type}`;
+    if (!style.getPropertyValue(name)) style.setProperty(name, colour);
+  }
+}
+
+export function applySocketColours(app) {
+  const canvas = app.canvas;
+  for (const [type, colour] of Object.entries(SOCKET_COLOURS)) {
+    pin(canvas?.constructor?.link_type_colors, type, colour);
+    pin(canvas?.default_connection_color_byType, type, colour);
+  }
+  setCssColours();
+  app.ui?.settings?.addEventListener?.("Comfy.ColorPalette.change", () => setTimeout(setCssColours, 0));
+  canvas?.setDirty?.(true, true);
+}

@@ -1,0 +1,226 @@
+// Pairing made visible on the Anagram Prompt Encoder: prompt k pairs with view k of the chain
+// wired to its `views` input, so the node shows as many prompt boxes as there are views, says
+// in each box which view it is for, and marks a mismatch before the workflow is queued (the
+// node refuses one when it runs, with the same words).
+//
+// Frontend 1.32 draws no label for multiline text widgets, so each prompt box gets a header
+// line inside it ("VIEW 2 · FLIP UPSIDE DOWN"), drawn as a background image above a padded
+// first line, which stays readable once the box is filled (a placeholder would vanish).
+//
+// Unused prompt boxes are hidden with `widget.hidden`, which 1.32's LiteGraph honours when it
+// sizes the node, draws, hit-tests and shows DOM widgets (isWidgetVisible), while the widget
+// still serializes: `widgets_values` and graphToPrompt() are unchanged by hiding. One gap: 1.32
+// still gives hidden DOM widgets their minimum height when it arranges a node's widgets (only a
+// widget of type "hidden" gets none), which would leave holes between the boxes; so each prompt
+// widget's computeLayoutSize reports no height while it is hidden (see `collapseWhenHidden`).
+
+export const ENCODER = "VisualAnagramsPromptEncoder";
+export const VIEW_PREFIX = "VisualAnagramsView_";
+const MAX_VIEWS = 8;
+const BYPASS = 4; // LiteGraph mode: the node passes its input through (a bypassed view adds no view)
+
+const OK_COLOUR = "#8f98a8";
+// A prompt without a view contradicts the chain: red. A view still without its prompt is work
+// to do: amber. Either stops the run, which the node would refuse with the same words.
+const PROBLEM_COLOUR = "#ff6b6b";
+const EMPTY_COLOUR = "#f5b83d";
+const PROBLEM_BANNER = "rgba(150, 28, 34, 0.95)";
+const EMPTY_BANNER = "rgba(140, 96, 10, 0.95)";
+
+function link(graph, id) {
+  if (id == null || !graph) return null;
+  return graph.getLink?.(id) ?? graph.links?.get?.(id) ?? graph.links?.[id] ?? null;
+}
+
+function upstream(node, inputName) {
+  const slot = node.inputs?.find((input) => input.name === inputName);
+  const found = link(node.graph, slot?.link);
+  return found ? node.graph.getNodeById(found.origin_id) : null;
+}
+
+export function viewLabel(node) {
+  const title = node.constructor?.nodeData?.display_name ?? node.constructor?.title ?? node.type;
+  return String(title).replace(/^View:\s*/, "");
+}
+
+// The view chain feeding `encoder`, first view first: {wired, known, views: [{node, label}]}.
+// `known` is false when the chain runs through a node that is not a view node (then its
+// length cannot be read in the browser, and nothing is marked).
+export function viewChain(encoder) {
+  const views = [];
+  let node = upstream(encoder, "views");
+  const wired = node != null;
+  const seen = new Set();
+  while (node) {
+    if (seen.has(node.id)) return { wired, known: false, views: [] }; // a cycle: refused by ComfyUI anyway
+    seen.add(node.id);
+    if (node.type?.startsWith(VIEW_PREFIX)) {
+      if (node.mode !== BYPASS) views.push({ node, label: viewLabel(node) });
+      node = upstream(node, "views");
+    } else if (node.type === "Reroute") {
+      const through = link(node.graph, node.inputs?.[0]?.link);
+      node = through ? node.graph.getNodeById(through.origin_id) : null;
+    } else {
+      return { wired, known: false, views: [] };
+    }
+  }
+  return { wired, known: wired, views: views.reverse() };
+}
+
+function chainSignature(encoder) {
+  const chain = viewChain(encoder);
+  const prompts = promptWidgets(encoder).map((w) => (String(w.value ?? "").trim() ? "1" : "0")).join("");
+  return `${chain.wired}|${chain.known}|${chain.views.map((v) => `${v.node.id}:${v.node.type}`).join(",")}|${prompts}`;
+}
+
+function promptWidgets(node) {
+  const widgets = [];
+  for (let k = 1; k <= MAX_VIEWS; k++) {
+    const widget = node.widgets?.find((w) => w.name === `prompt_${k}`);
+    if (widget) widgets.push(widget);
+  }
+  return widgets;
+}
+
+function textArea(widget) {
+  const el = widget.inputEl ?? widget.element;
+  return el instanceof HTMLTextAreaElement ? el : null;
+}
+
+function escapeXml(text) {
+  return text.replace(/[<>&'"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", "'": "&apos;", '"': "&quot;" })[c]);
+}
+
+// A header line inside a text box: an SVG background image, above 18 px of top padding.
+function labelBox(widget, text, colour, problem) {
+  const area = textArea(widget);
+  if (!area) return;
+  const svg =
+    `<svg xmlns='http://www.w3.org/2000/svg' width='1000' height='14'>` +
+    `<text x='0' y='10' font-family='Inter, Arial, sans-serif' font-size='9.5' font-weight='600' letter-spacing='0.6' fill='${colour}'>` +
+    `${escapeXml(text.toUpperCase())}</text></svg>`;
+  Object.assign(area.style, {
+    backgroundImage: `url("data:image/svg+xml;utf8,${encodeURIComponent(svg)}")`,
+    backgroundRepeat: "no-repeat",
+    backgroundPosition: "7px 4px",
+    paddingTop: "19px",
+    outline: problem ? `2px solid ${colour}` : "",
+    outlineOffset: problem ? "-2px" : "",
+  });
+  area.dataset.vaLabel = text;
+  area.classList.toggle("va-prompt-problem", Boolean(problem));
+  if (problem) area.dataset.vaProblem = problem;
+  else delete area.dataset.vaProblem;
+}
+
+function collapseWhenHidden(widget) {
+  if (widget.vaCollapses || typeof widget.computeLayoutSize !== "function") return;
+  const computeLayoutSize = widget.computeLayoutSize;
+  widget.computeLayoutSize = function (...args) {
+    return this.hidden ? { minHeight: 0, maxHeight: 0, minWidth: 0 } : computeLayoutSize.apply(this, args);
+  };
+  widget.vaCollapses = true;
+}
+
+function hasLink(node, widget) {
+  return node.inputs?.some((input) => input.widget?.name === widget.name && input.link != null);
+}
+
+// Shows the prompt boxes the chain needs, labels them, marks what does not pair; returns the state.
+export function updateEncoder(node) {
+  const chain = viewChain(node);
+  const widgets = promptWidgets(node);
+  const count = chain.known ? chain.views.length : null;
+  const filled = widgets.map((w) => String(w.value ?? "").trim() !== "");
+  const lastFilled = filled.lastIndexOf(true) + 1;
+  const problems = [];
+  let changed = false;
+  widgets.forEach((widget, i) => {
+    const k = i + 1;
+    let visible;
+    let text;
+    let problem = null;
+    if (count == null) {
+      // Not wired (or not readable): show what is filled, and at least two boxes.
+      visible = k <= Math.max(2, lastFilled);
+      text = `prompt for view ${k}`;
+    } else if (k <= count) {
+      visible = true;
+      text = `view ${k} · ${chain.views[i].label}`;
+      if (!filled[i]) problem = "empty";
+    } else {
+      visible = filled[i];
+      text = `view ${k} · not in the chain: clear this prompt or add a view`;
+      if (filled[i]) problem = "extra";
+    }
+    if (hasLink(node, widget)) visible = true; // a string wired in is always shown
+    if (problem) problems.push({ k, problem });
+    collapseWhenHidden(widget);
+    if (Boolean(widget.hidden) === visible) {
+      widget.hidden = !visible;
+      changed = true;
+    }
+    widget.label = `prompt for view ${k}`;
+    labelBox(widget, text, { empty: EMPTY_COLOUR, extra: PROBLEM_COLOUR }[problem] ?? OK_COLOUR, problem);
+    const area = textArea(widget);
+    if (area) area.placeholder = count != null && k <= count ? `What the picture shows under view ${k} (${chain.views[i].label})` : "";
+  });
+  const negative = node.widgets?.find((w) => w.name === "negative");
+  if (negative) labelBox(negative, "negative prompt · every view", OK_COLOUR, null);
+
+  let message = "";
+  if (count != null && problems.length) {
+    const empty = problems.filter((p) => p.problem === "empty").map((p) => p.k);
+    const extra = problems.filter((p) => p.problem === "extra").map((p) => p.k);
+    const views = `${count} view${count === 1 ? "" : "s"} wired`;
+    const parts = [];
+    if (extra.length === 1) parts.push(`prompt ${extra[0]} has no view: clear it or add a view`);
+    else if (extra.length) parts.push(`prompts ${extra.join(", ")} have no view: clear them or add views`);
+    if (empty.length === 1) parts.push(`the prompt for view ${empty[0]} is empty`);
+    else if (empty.length) parts.push(`the prompts for views ${empty.join(", ")} are empty`);
+    message = `${views}: ${parts.join("; ")}`;
+  }
+  node.vaPairing = { wired: chain.wired, known: chain.known, count, labels: chain.views.map((v) => v.label), problems, message };
+  node.vaSignature = chainSignature(node);
+  if (changed) {
+    // Keep the node at least as tall as its visible widgets need; room freed by hidden boxes
+    // goes to the visible ones (the frontend shares spare height among DOM widgets).
+    const needed = node.computeSize();
+    if (node.size[1] < needed[1]) node.setSize([node.size[0], needed[1]]);
+  }
+  node.setDirtyCanvas?.(true, true);
+  return node.vaPairing;
+}
+
+// Draws the mismatch warning just under the node, where it hides no widget and no badge.
+export function drawPairingWarning(node, ctx) {
+  const pairing = node.vaPairing;
+  if (!pairing?.message || node.flags?.collapsed) return;
+  const text = `⚠ ${pairing.message}`;
+  const top = node.size[1] + 6;
+  ctx.save();
+  ctx.font = "bold 12px Inter, Arial, sans-serif";
+  const width = Math.min(ctx.measureText(text).width + 14, Math.max(node.size[0], 200) + 200);
+  ctx.fillStyle = pairing.problems.some((p) => p.problem === "extra") ? PROBLEM_BANNER : EMPTY_BANNER;
+  ctx.beginPath();
+  if (ctx.roundRect) ctx.roundRect(0, top, width, 22, 5);
+  else ctx.rect(0, top, width, 22);
+  ctx.fill();
+  ctx.fillStyle = "#fff";
+  ctx.textBaseline = "middle";
+  ctx.fillText(text, 7, top + 11);
+  ctx.restore();
+}
+
+export function updateAllEncoders(graph) {
+  for (const node of graph?._nodes ?? graph?.nodes ?? []) {
+    if (node.type === ENCODER) updateEncoder(node);
+  }
+}
+
+// Re-checks an encoder when anything its pairing depends on changed since the last check: the
+// chain upstream (rewired, bypassed, removed view nodes) or which prompts are filled. Called
+// when the node draws, so every way the graph can change is caught without hooking each one.
+export function refreshIfChanged(node) {
+  if (node.vaSignature !== chainSignature(node)) updateEncoder(node);
+}

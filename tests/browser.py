@@ -1,0 +1,331 @@
+"""A real browser on the real ComfyUI frontend, for the canvas tests (tests/test_browser.py).
+
+Playwright (Python) drives Debian's ``chromium`` (``scripts/lib/env.sh`` installs it; Playwright's
+own browser download cannot run where the tests run) against the ComfyUI server of the
+``comfy_server`` fixture (tests/comfy_server.py)::
+
+    def test_something(page):              # the frontend, loaded, with an empty graph
+        page.evaluate("() => app.graph._nodes.length")
+        shoot(page, "something")            # test-artifacts/browser/something.png
+
+Fixtures: ``browser`` (one chromium per session), ``comfy_page`` (one page on the server per
+module, reused: the frontend takes seconds to load), ``page`` (that page, reset for each test:
+empty graph, no dialog, console messages of this test only in ``page.console``) and
+``fresh_page`` (a page of its own, in a new browser context, for tests about loading).
+
+Every test here skips, saying why, when ``playwright`` is not installed or no chromium is found
+(``VA_CHROMIUM`` names another binary). CI installs both, so there they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+PACK_FOLDER_NAME = "comfyui-visual-anagrams"
+#: Where the frontend loads the pack's js/ from: a console message from our code names it.
+EXTENSION_PATH = f"/extensions/{PACK_FOLDER_NAME}/"
+EXTENSION_NAME = "visual_anagrams.canvas"
+VIEWPORT = {"width": 1920, "height": 1080}
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",  # root in a container: chromium's sandbox needs namespaces it may not get
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+#: Frontend settings for the test user: no first-run template dialog over the canvas, no minimap.
+TEST_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium (or ``VA_CHROMIUM``), or None."""
+    candidates = [os.environ.get("VA_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                  shutil.which("chromium-browser")]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def browser_skip_reason() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (tests/requirements.txt; bash scripts/test.sh installs it)"
+    if chromium_path() is None:
+        return ("no chromium found at /usr/bin/chromium (bash scripts/test.sh installs Debian's chromium; "
+                "VA_CHROMIUM points at another one)")
+    return None
+
+
+# --------------------------------------------------------------------------- console
+
+
+@dataclass
+class ConsoleMessage:
+    type: str  # "error", "warning", "log", ... or "pageerror" for an uncaught exception
+    text: str
+    url: str = ""
+
+
+@dataclass
+class Console:
+    """Every console message and uncaught exception of a page, and every response it got."""
+
+    messages: list[ConsoleMessage] = field(default_factory=list)
+    responses: list[tuple[str, int]] = field(default_factory=list)  # (url, HTTP status)
+
+    def attach(self, page) -> None:
+        page.on("response", lambda r: self.responses.append((r.url, r.status)))
+        page.on("console", lambda m: self.messages.append(ConsoleMessage(m.type, m.text, m.location.get("url", ""))))
+        # An uncaught exception's stack names the files it went through.
+        page.on("pageerror", lambda e: self.messages.append(
+            ConsoleMessage("pageerror", f"{e}\n{getattr(e, 'stack', '') or ''}")))
+
+    def mark(self) -> int:
+        return len(self.messages)
+
+    def ours(self, since: int = 0, kinds=("error", "warning", "pageerror")) -> list[ConsoleMessage]:
+        """Errors and warnings from the pack's own code since ``since``.
+
+        Filtered by source, not by wording: the frontend logs errors of its own that have
+        nothing to do with us (1.32.9's loadGraphData logs a TypeError from its settings store;
+        its node-info lookups on api.comfy.org, blocked by the page's content security policy,
+        log errors naming our node types; a fresh user has no user.css, a 404). A message is ours
+        when it comes from, or its stack runs through, a file the frontend loaded from the
+        pack's js/ folder (``/extensions/comfyui-visual-anagrams/...``).
+        """
+        return [
+            m for m in self.messages[since:]
+            if m.type in kinds and (EXTENSION_PATH in m.url or EXTENSION_PATH in m.text)
+        ]
+
+
+# --------------------------------------------------------------------------- screenshots
+
+
+def shoot(page, name: str, element=None) -> Path:
+    """A screenshot (of the page, or of one element or locator) kept in test-artifacts/browser/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    (element or page).screenshot(path=str(path))
+    return path
+
+
+def png(data: bytes):
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image.convert("RGB")
+
+
+def mean_difference(a, b) -> float:
+    """Mean absolute difference of two same-size RGB images, in 0..255."""
+    import numpy as np
+
+    return float(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)).mean())
+
+
+# --------------------------------------------------------------------------- the frontend
+
+
+def open_frontend(browser, base_url: str):
+    """A new context and page on the frontend, once its app and graph exist; returns (context, page, console)."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    console = Console()
+    console.attach(page)
+    page.goto(base_url)
+    page.wait_for_function(
+        "() => window.app && window.app.graph && window.app.canvas && window.app.vueAppReady", timeout=90_000
+    )
+    # Extensions are registered before the graph loads; wait for ours (or time out and let the test say so).
+    with contextlib.suppress(Exception):
+        page.wait_for_function(f"() => app.extensions.some(e => e.name === {json.dumps(EXTENSION_NAME)})",
+                               timeout=15_000)
+    page.console = console
+    return context, page, console
+
+
+def reset(page) -> None:
+    """An empty graph at 100 % with nothing over the canvas and no outputs of earlier runs
+    (the frontend keeps them by node id, so a new graph's nodes would show them)."""
+    page.keyboard.press("Escape")
+    page.evaluate("""() => {
+        app.clean();
+        app.graph.clear();
+        app.canvas.ds.scale = 1;
+        app.canvas.ds.offset = [0, 0];
+        app.canvas.setDirty(true, true);
+    }""")
+
+
+def load_workflow(page, workflow: dict) -> None:
+    """Load a UI-format workflow the way opening its file does."""
+    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
+    page.wait_for_function("(n) => app.graph._nodes.length === n", arg=len(workflow["nodes"]), timeout=20_000)
+
+
+def nodes_of(page, node_type: str) -> list[int]:
+    return page.evaluate("(t) => app.graph._nodes.filter(n => n.type === t).map(n => n.id)", node_type)
+
+
+def set_widgets(page, node_type: str, values: dict) -> None:
+    """Set widget values on every node of a type, as a user would pick them."""
+    page.evaluate(
+        """([type, values]) => {
+            for (const node of app.graph._nodes.filter(n => n.type === type)) {
+                for (const [name, value] of Object.entries(values)) {
+                    const widget = node.widgets.find(w => w.name === name);
+                    if (!widget) throw new Error(`${type} has no widget ${name}`);
+                    widget.value = value;
+                    widget.callback?.(value);
+                }
+            }
+            app.canvas.setDirty(true, true);
+        }""",
+        [node_type, values],
+    )
+
+
+def centre_on(page, node_id: int, margin=(360, 180)) -> None:
+    """Scroll the canvas so the node's top-left corner sits at ``margin`` px in the page, at 100 %."""
+    page.evaluate(
+        """([id, margin]) => {
+            const node = app.graph.getNodeById(id);
+            app.canvas.ds.scale = 1;
+            app.canvas.ds.offset = [margin[0] - node.pos[0], margin[1] - node.pos[1]];
+            app.canvas.setDirty(true, true);
+        }""",
+        [node_id, list(margin)],
+    )
+    page.wait_for_timeout(150)  # one frame: DOM widgets follow the canvas on its next draw
+
+
+def post_settings(base_url: str, settings: dict) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{base_url}/api/settings", data=json.dumps(settings).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as response:
+        assert response.status == 200
+
+
+# --------------------------------------------------------------------------- a test picture
+
+
+def orientation_picture(size: int = 256):
+    """A picture whose orientation and colours read at a glance: a sky-to-sand gradient, a sun
+    top left, a big letter R (as the example thumbnails use) and a coloured bar."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", (size, size))
+    draw = ImageDraw.Draw(image)
+    for y in range(size):
+        t = y / (size - 1)
+        draw.line([(0, y), (size, y)], fill=(int(90 + 150 * t), int(160 + 60 * t), int(235 - 130 * t)))
+    s = size / 256
+    draw.ellipse([18 * s, 18 * s, 74 * s, 74 * s], fill=(255, 208, 40))
+    draw.rectangle([0, 226 * s, size, size], fill=(40, 120, 60))
+    try:
+        font = ImageFont.load_default(size=int(170 * s))
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font only
+        font = ImageFont.load_default()
+    draw.text((size * 0.56, size * 0.55), "R", fill=(160, 24, 40), font=font, anchor="mm")
+    return image
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    reason = browser_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # launch() gives every context a fresh temporary profile.
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="session")
+def frontend_url(comfy_server) -> str:
+    post_settings(comfy_server.base_url, TEST_SETTINGS)
+    return comfy_server.base_url
+
+
+@pytest.fixture(scope="module")
+def comfy_page(browser, frontend_url):
+    context, page, _ = open_frontend(browser, frontend_url)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(comfy_page):
+    """The module's page with an empty graph; ``page.console_mark`` is where this test's messages start."""
+    reset(comfy_page)
+    comfy_page.console_mark = comfy_page.console.mark()
+    yield comfy_page
+
+
+@pytest.fixture
+def fresh_page(browser, frontend_url):
+    context, page, _ = open_frontend(browser, frontend_url)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def fit_view(page, padding: int = 40) -> None:
+    """Zoom and scroll the canvas so every node shows, for screenshots: at most 100 %, and at least
+    65 %, below which LiteGraph draws nodes without their text (the example graphs fit at 1920 px)."""
+    page.evaluate(
+        """(padding) => {
+            const nodes = app.graph._nodes;
+            if (!nodes.length) return;
+            const title = LiteGraph.NODE_TITLE_HEIGHT;
+            const x0 = Math.min(...nodes.map(n => n.pos[0])), y0 = Math.min(...nodes.map(n => n.pos[1] - title));
+            const x1 = Math.max(...nodes.map(n => n.pos[0] + n.size[0]));
+            const y1 = Math.max(...nodes.map(n => n.pos[1] + n.size[1]));
+            const rect = app.canvas.canvas.getBoundingClientRect();
+            const left = 70, top = 90;  // the sidebar and the top bars
+            const fit = Math.min((rect.width - left - 2 * padding) / (x1 - x0),
+                                 (rect.height - top - 2 * padding) / (y1 - y0));
+            const scale = Math.max(0.65, Math.min(1, fit));
+            app.canvas.ds.scale = scale;
+            app.canvas.ds.offset = [(left + padding) / scale - x0, (top + padding) / scale - y0];
+            app.canvas.setDirty(true, true);
+        }""",
+        padding,
+    )
+    page.wait_for_timeout(200)

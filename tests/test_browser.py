@@ -1,0 +1,509 @@
+"""The pack in ComfyUI's canvas, in a real browser: the js/ extension and the example workflows.
+
+Debian's chromium, driven by Playwright, loads the real frontend (1.32.9) from the test server
+(tests/comfy_server.py, tiny models installed) and does what a user does: searches and adds
+nodes, opens the examples from the template browser, queues one with the Run button, plays
+the illusion viewer, wires views to the prompt encoder. Screenshots go to
+test-artifacts/browser/ (tests/browser.py has the fixtures and helpers).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from browser import (  # noqa: F401  (the fixtures)
+    EXTENSION_NAME,
+    EXTENSION_PATH,
+    browser,
+    centre_on,
+    comfy_page,
+    fit_view,
+    fresh_page,
+    frontend_url,
+    load_workflow,
+    mean_difference,
+    nodes_of,
+    orientation_picture,
+    page,
+    png,
+    set_widgets,
+    shoot,
+)
+from comfy_server import comfy_server  # noqa: F401  (the fixture)
+from pack import import_submodule
+from workflow_tools import api_workflow, ui_workflow, widget_inputs, workflow_names
+
+PACK_PREFIX = "VisualAnagrams"
+PREVIEW = "VisualAnagramsViewPreview"
+ENCODER = "VisualAnagramsPromptEncoder"
+OUR_COLOURS = {"VA_IF_STAGE_I", "VA_IF_STAGE_II", "VA_IF_STAGE_III", "VA_T5_ENCODER", "VA_PROMPTS", "VA_VIEWS"}
+CORE_TYPES = ("MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE")
+RUN_TIMEOUT_MS = 300_000
+
+views_module = import_submodule("views")
+
+
+def assert_no_console_errors_from_us(page, since: int = 0) -> None:
+    ours = page.console.ours(since)
+    assert not ours, "\n".join(f"{m.type}: {m.text} ({m.url})" for m in ours)
+
+
+def viewer_state(page, node_id: int) -> dict:
+    return page.evaluate("(id) => app.graph.getNodeById(id).vaViewer.state()", node_id)
+
+
+def wait_for_viewer(page, node_id: int, timeout: float = RUN_TIMEOUT_MS) -> dict:
+    """Until the preview node's viewer has results and its picture has loaded; returns the viewer's data."""
+    page.wait_for_function(
+        """(id) => {
+            const viewer = app.graph.getNodeById(id)?.vaViewer;
+            return viewer?.data && viewer.picture.complete && viewer.picture.naturalWidth > 0;
+        }""",
+        arg=node_id,
+        timeout=timeout,
+    )
+    return page.evaluate("(id) => app.graph.getNodeById(id).vaViewer.data", node_id)
+
+
+def click_run(page) -> None:
+    page.get_by_role("button", name="Run", exact=True).first.click()
+
+
+# -- the page --------------------------------------------------------------------------------------
+
+
+def test_page_loads_the_extension_without_errors_and_the_default_workflow_still_works(fresh_page):
+    page = fresh_page
+    page.wait_for_function("() => app.graph._nodes.length > 0", timeout=30_000)  # the default workflow
+    page.wait_for_timeout(1000)  # a second of canvas frames: our draw hooks run on every one
+    assert page.evaluate(f"() => app.extensions.some(e => e.name === {json.dumps(EXTENSION_NAME)})")
+    served = {url.rsplit("/", 1)[-1]: status for url, status in page.console.responses if EXTENSION_PATH in url}
+    assert served == {"visual_anagrams.js": 200, "viewer.js": 200, "pairing.js": 200, "colours.js": 200}
+
+    # Nothing of the default workflow broke: it is all there and still turns into a prompt.
+    types = page.evaluate("() => app.graph._nodes.map(n => n.type)")
+    assert {"CheckpointLoaderSimple", "KSampler", "CLIPTextEncode", "SaveImage"} <= set(types)
+    prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+    sampler = next(node for node in prompt.values() if node["class_type"] == "KSampler")
+    assert {"seed", "steps", "cfg", "model", "positive", "negative", "latent_image"} <= set(sampler["inputs"])
+
+    # Our socket types have colours; the core ones keep the palette's.
+    colours = page.evaluate(
+        "(types) => Object.fromEntries(types.map(t => [t, [LGraphCanvas.link_type_colors[t], "
+        "app.canvas.default_connection_color_byType[t]]]))",
+        sorted(OUR_COLOURS) + list(CORE_TYPES),
+    )
+    ours = {colours[t][0] for t in OUR_COLOURS}
+    assert all(colours[t][0] and colours[t][0] == colours[t][1] for t in OUR_COLOURS), colours
+    assert len(ours) == len(OUR_COLOURS)  # one colour per type
+    assert all(colours[t][0] and colours[t][0] not in ours for t in CORE_TYPES), colours
+    shoot(page, "page-default-workflow")
+    assert_no_console_errors_from_us(page)
+
+
+# -- the nodes -------------------------------------------------------------------------------------
+
+
+#: The node search's results, by display name (each option's first line; innerText ends it with a no-break space).
+SEARCH_RESULTS = "() => [...document.querySelectorAll('.p-autocomplete-option')].map(o => o.innerText.split('\\n')[0].trim())"
+
+
+def open_node_search(page, attempts: int = 3) -> None:
+    """Double-click the empty canvas, as a user does to search for a node; until the search box has the focus
+    (a double-click landing while the previous search box is still closing does nothing)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    for attempt in range(attempts):
+        page.mouse.dblclick(800, 560)
+        try:
+            page.wait_for_function("() => document.activeElement?.placeholder === 'Search Nodes...'", timeout=3_000)
+            return
+        except PlaywrightTimeoutError:
+            if attempt == attempts - 1:
+                shoot(page, "node-search-failed")
+                raise
+            page.keyboard.press("Escape")
+
+
+def test_every_node_is_found_by_the_node_search_and_added_with_its_widgets(page, comfy_server):
+    info = comfy_server.object_info()
+    pack_nodes = sorted(name for name in info if name.startswith(PACK_PREFIX))
+    assert len(pack_nodes) == 9 + len(views_module.VIEW_CLASSES)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    failures = []
+    for node_type in pack_nodes:
+        page.evaluate("() => app.graph.clear()")
+        display_name = info[node_type]["display_name"]
+        # Typed in full, as a user who read the name would. (1.32's fuzzy search finds nothing
+        # for complete names much longer than these, so display names stay short.)
+        query = display_name
+        open_node_search(page)
+        page.keyboard.insert_text(query)
+        try:
+            page.wait_for_function(f"(name) => ({SEARCH_RESULTS})().includes(name)", arg=display_name, timeout=5_000)
+        except PlaywrightTimeoutError:
+            options = page.evaluate(SEARCH_RESULTS)
+            failures.append(f"searching {query!r} does not list {display_name!r}, only {options}")
+            page.keyboard.press("Escape")
+            page.get_by_placeholder("Search Nodes...").wait_for(state="detached", timeout=5_000)
+            continue
+        options = page.evaluate(SEARCH_RESULTS)
+        for _ in range(options.index(display_name)):  # pick it from the list
+            page.keyboard.press("ArrowDown")
+        if node_type == "VisualAnagramsView_jigsaw":
+            shoot(page, "node-search")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => app.graph._nodes.length === 1", timeout=5_000)
+        # The next double-click goes to the canvas only once the search box has gone.
+        page.get_by_placeholder("Search Nodes...").wait_for(state="detached", timeout=5_000)
+        added = page.evaluate(
+            "() => { const n = app.graph._nodes[0]; return {type: n.type, widgets: n.widgets?.map(w => w.name) ?? []}; }"
+        )
+        expected_widgets = [name for name, _ in widget_inputs(info[node_type])]
+        if added["type"] != node_type:
+            failures.append(f"searching {display_name!r} added {added['type']}")
+        elif not set(expected_widgets) <= set(added["widgets"]):
+            failures.append(f"{node_type} lacks widgets {sorted(set(expected_widgets) - set(added['widgets']))}")
+    assert not failures, "\n".join(failures)
+    assert_no_console_errors_from_us(page, page.console_mark)
+
+
+# -- the example workflows ---------------------------------------------------------------------------
+
+
+def serialized_nodes(page) -> dict:
+    return page.evaluate(
+        "() => Object.fromEntries(app.graph._nodes.map(n => { const s = n.serialize(); "
+        "return [s.id, {type: s.type, widgets_values: s.widgets_values ?? []}]; }))"
+    )
+
+
+def visible_prompt_boxes(page, node_id: int) -> list[str]:
+    """Names of the encoder's prompt widgets whose text box the page shows (a real layout box)."""
+    return page.evaluate(
+        """(id) => app.graph.getNodeById(id).widgets
+            .filter(w => /^prompt_/.test(w.name))
+            .filter(w => { const r = w.inputEl.getBoundingClientRect(); return w.inputEl.offsetParent !== null && r.height > 0; })
+            .map(w => w.name)""",
+        node_id,
+    )
+
+
+@pytest.mark.parametrize("name", workflow_names())
+def test_example_opens_from_the_template_browser_with_every_node_and_widget(page, name):
+    ui = ui_workflow(name)
+    page.get_by_role("button", name="Templates").first.click()
+    page.get_by_text("comfyui-visual-anagrams", exact=True).first.click()
+    page.get_by_test_id(f"template-workflow-{name}").click()
+    page.wait_for_function("(n) => app.graph._nodes.length === n", arg=len(ui["nodes"]), timeout=20_000)
+    page.wait_for_timeout(300)
+    # No dialog left open: the template browser closed and no "missing nodes" dialog came up.
+    assert page.locator(".p-dialog:visible").count() == 0
+    loaded = serialized_nodes(page)  # by node id, as a string
+    assert {key: node["type"] for key, node in loaded.items()} == {str(n["id"]): n["type"] for n in ui["nodes"]}
+    registered = page.evaluate("(types) => types.filter(t => !LiteGraph.registered_node_types[t])",
+                               sorted({node["type"] for node in ui["nodes"]}))
+    assert registered == [], f"node types the frontend does not know: {registered}"
+    for node in ui["nodes"]:
+        values = loaded[str(node["id"])]["widgets_values"]
+        assert values == node["widgets_values"], f"node {node['id']} ({node['type']}) widgets"
+    # The prompt encoder shows one prompt box per view of the example (DOM widgets show only
+    # while their node is on screen: the whole graph is, once fitted).
+    fit_view(page)
+    (encoder,) = nodes_of(page, ENCODER)
+    views = sum(node["type"].startswith("VisualAnagramsView_") for node in ui["nodes"])
+    assert visible_prompt_boxes(page, encoder) == [f"prompt_{k}" for k in range(1, views + 1)]
+    shoot(page, f"example-{name}")
+    assert_no_console_errors_from_us(page, page.console_mark)
+
+
+@pytest.mark.parametrize("name", workflow_names())
+def test_graph_to_prompt_turns_the_ui_example_into_its_api_twin(page, name):
+    load_workflow(page, ui_workflow(name))
+    prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+    assert prompt == api_workflow(name)
+    assert_no_console_errors_from_us(page, page.console_mark)
+
+
+# -- running from the UI --------------------------------------------------------------------------------
+
+
+def test_queueing_the_flip_example_from_the_ui_shows_the_illusion_in_the_viewer(page, comfy_server):
+    ui = ui_workflow("flip")
+    load_workflow(page, ui)
+    set_widgets(page, "VisualAnagramsLoadStageI", {"model": "tiny-IF-I"})
+    set_widgets(page, "VisualAnagramsLoadStageII", {"model": "tiny-IF-II"})
+    set_widgets(page, "VisualAnagramsLoadT5", {"encoder": "tiny-t5"})
+    set_widgets(page, "VisualAnagramsStageI", {"steps": 1})
+    set_widgets(page, "VisualAnagramsStageII", {"steps": 1})
+    set_widgets(page, PREVIEW, {"frames_per_view": 4})
+    (preview,) = nodes_of(page, PREVIEW)
+    click_run(page)
+    data = wait_for_viewer(page, preview)
+
+    encoder = next(node for node in ui["nodes"] if node["type"] == ENCODER)
+    style, first, second = encoder["widgets_values"][:3]
+    candidates = next(n for n in ui["nodes"] if n["type"] == "VisualAnagramsStageI")["widgets_values"][-1]
+    assert [view["name"] for view in data["views"]] == ["identity", "flip"]
+    assert [view["mode"] for view in data["views"]] == ["still", "css"]
+    assert [view["caption"] for view in data["views"]] == [f"{style} {first}", f"{style} {second}"]
+    assert len(data["images"]) == candidates
+    assert page.evaluate("(id) => app.graph.getNodeById(id).vaViewer.picture.naturalWidth", preview) == 256
+    # New results play by themselves, once through every view.
+    assert viewer_state(page, preview)["playing"] is True
+    page.wait_for_function("(id) => app.graph.getNodeById(id).vaViewer.state().progress > 0.2", arg=preview,
+                           timeout=5_000)
+    comfy_server.wait_idle(timeout=120)
+    # The savers downstream show their images too (the frontend keeps each node's last outputs).
+    savers = nodes_of(page, "SaveImage") + nodes_of(page, "SaveAnimatedWEBP")
+    page.wait_for_function("(ids) => ids.every(id => app.nodeOutputs?.[String(id)]?.images?.length)", arg=savers,
+                           timeout=30_000)
+    centre_on(page, preview)
+    stage = page.locator(".va-stage").first
+    picture = png(stage.screenshot())
+    assert np.asarray(picture, dtype=np.float32).std() > 10  # a picture, not an empty white square
+    shoot(page, "flip-run")
+    # The other candidate of the batch is one click away.
+    page.locator(".va-next").first.click()
+    assert viewer_state(page, preview)["image"] == 1
+    assert_no_console_errors_from_us(page, page.console_mark)
+
+
+# -- the viewer ------------------------------------------------------------------------------------------
+
+VIEWER_VIEWS = ["identity", "flip", "rotate_cw", "negate", "jigsaw"]
+VIEWER_PROMPTS = ["a sunny beach", "a red letter", "a green field", "a night sky", "a puzzle"]
+VIEWER_STYLE = "a drawing of"
+
+
+def build_viewer_graph(page, picture_name: str) -> dict:
+    """LoadImage -> the view chain -> T5 (tiny) + prompt encoder -> the view preview; returns node ids."""
+    return page.evaluate(
+        """([picture, views, prompts, style]) => {
+            const add = (type, x, y) => { const n = LiteGraph.createNode(type); n.pos = [x, y]; app.graph.add(n); return n; };
+            const image = add("LoadImage", 0, 0);
+            image.widgets.find(w => w.name === "image").value = picture;
+            let previous = null;
+            const chain = views.map((name, i) => {
+                const node = add(`VisualAnagramsView_${name}`, 0, 420 + 90 * i);
+                if (previous) previous.connect(0, node, 0);
+                previous = node;
+                return node;
+            });
+            const t5 = add("VisualAnagramsLoadT5", 380, 0);
+            t5.widgets.find(w => w.name === "encoder").value = "tiny-t5";
+            const encoder = add("VisualAnagramsPromptEncoder", 380, 160);
+            t5.connect(0, encoder, 0);
+            previous.connect(0, encoder, 1);
+            encoder.widgets.find(w => w.name === "style").value = style;
+            prompts.forEach((text, i) => { encoder.widgets.find(w => w.name === `prompt_${i + 1}`).value = text; });
+            const preview = add("VisualAnagramsViewPreview", 840, 0);
+            image.connect(0, preview, 0);
+            previous.connect(0, preview, 1);
+            encoder.connect(0, preview, 2);
+            preview.widgets.find(w => w.name === "frames_per_view").value = 8;
+            preview.widgets.find(w => w.name === "hold_frames").value = 0;
+            preview.setSize([400, 560]);
+            app.canvas.setDirty(true, true);
+            return {preview: preview.id, encoder: encoder.id, views: chain.map(n => n.id)};
+        }""",
+        [picture_name, VIEWER_VIEWS, VIEWER_PROMPTS, VIEWER_STYLE],
+    )
+
+
+def stage_picture(stage_png, fraction: float, size: int):
+    """The picture's square in a screenshot of the viewer's stage, at ``size`` px."""
+    from PIL import Image
+
+    width, height = stage_png.size
+    inset = (1 - fraction) / 2
+    box = (round(width * inset), round(height * inset), round(width * (1 - inset)), round(height * (1 - inset)))
+    return stage_png.crop(box).resize((size, size), Image.Resampling.BILINEAR)
+
+
+def expected_view(picture, name: str):
+    """What view ``name`` shows of a PIL picture, computed by the pack's own views."""
+    from PIL import Image
+
+    pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    shown = views_module.make_view(name).preview(pixels)[0].permute(1, 2, 0)
+    return Image.fromarray(((shown.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
+
+
+def test_viewer_plays_each_view_exactly_and_captions_it_with_its_prompt(page, comfy_server):
+    picture = orientation_picture(256)
+    picture.save(comfy_server.input_dir / "va_orientation.png")
+    ids = build_viewer_graph(page, "va_orientation.png")
+    preview = ids["preview"]
+    click_run(page)
+    data = wait_for_viewer(page, preview, timeout=120_000)
+    comfy_server.wait_idle(timeout=120)
+    assert [view["mode"] for view in data["views"]] == ["still", "css", "css", "css", "frames"]
+    (sprite,) = data["views"][4]["sprites"]
+    assert sprite["frames"] == 8 and sprite["columns"] * sprite["rows"] >= 8
+    centre_on(page, preview)
+    if viewer_state(page, preview)["playing"]:
+        page.locator(".va-play").first.click()  # pause the first play-through
+    stage = page.locator(".va-stage").first
+    chips = page.locator(".va-chip")
+    assert chips.count() == len(VIEWER_VIEWS)
+    fraction = data["picture_fraction"]
+    captions = [f"{VIEWER_STYLE} {prompt}" for prompt in VIEWER_PROMPTS]
+
+    def settle(view_index: int) -> dict:
+        page.wait_for_function(
+            "([id, view]) => { const s = app.graph.getNodeById(id).vaViewer.state(); return !s.playing && s.view === view; }",
+            arg=[preview, view_index],
+            timeout=10_000,
+        )
+        page.wait_for_timeout(100)
+        return viewer_state(page, preview)
+
+    chips.nth(0).click()
+    rest_state = settle(0)
+    rest = png(stage.screenshot())
+    shoot(page, "viewer-rest", stage)
+    assert rest_state["caption"] == captions[0]
+    assert page.locator(".va-caption-text").first.inner_text() == captions[0]
+    assert mean_difference(stage_picture(rest, fraction, 256), picture) < 12
+
+    for index in range(1, len(VIEWER_VIEWS)):
+        name = VIEWER_VIEWS[index]
+        chips.nth(index).click()
+        state = settle(index)
+        shown = png(stage.screenshot())
+        shoot(page, f"viewer-view-{index + 1}-{name}", stage)
+        assert state["caption"] == captions[index]
+        assert page.locator(".va-caption-text").first.inner_text() == captions[index]
+        seen, expected = stage_picture(shown, fraction, 256), expected_view(picture, name)
+        # The end of the animation is the view itself, as the pack computes it (up to the browser's
+        # resampling and the sprite sheet's lossy compression)...
+        match, apart = mean_difference(seen, expected), mean_difference(expected, picture)
+        assert match < 7 and match < apart / 5, (name, match, apart)
+        # ...and differs from the start (the picture at rest).
+        assert mean_difference(seen, stage_picture(rest, fraction, 256)) > apart / 2, name
+        chips.nth(0).click()  # back to the picture
+        settle(0)
+
+    # On the way (a third of the transition: half-way, a card flip is edge-on), the picture
+    # differs from both ends: a motion, not a cut.
+    for index in (1, 4):  # a CSS motion (flip) and sprite frames (jigsaw)
+        chips.nth(index).click()
+        settle(index)
+        end = png(stage.screenshot())
+        page.evaluate(
+            "([id, index]) => { const v = app.graph.getNodeById(id).vaViewer; const seg = v.segments.findIndex(s => s.index === index);"
+            " v.pause(); v.time = seg * v.segmentLength + v.transition / 3; v.render(); }",
+            [preview, index],
+        )
+        page.wait_for_timeout(100)
+        middle = png(stage.screenshot())
+        shoot(page, f"viewer-middle-{VIEWER_VIEWS[index]}", stage)
+        drawn = page.evaluate("() => getComputedStyle(document.querySelector('.va-frames')).visibility")
+        assert drawn == ("visible" if data["views"][index]["mode"] == "frames" else "hidden")
+        assert mean_difference(middle, rest) > 8 and mean_difference(middle, end) > 8, VIEWER_VIEWS[index]
+
+    # Playing runs through the views by itself.
+    chips.nth(0).click()
+    settle(0)
+    page.locator(".va-play").first.click()
+    page.wait_for_timeout(1500)
+    playing = viewer_state(page, preview)
+    assert playing["playing"] and playing["time"] > 0.5
+    shoot(page, "viewer-node")
+
+    # Removing the node stops the viewer: no animation frame left running.
+    page.evaluate("(id) => { const n = app.graph.getNodeById(id); window.__vaViewer = n.vaViewer; app.graph.remove(n); }",
+                  preview)
+    stopped = page.evaluate(
+        "() => { const v = window.__vaViewer; return {destroyed: v.destroyed, playing: v.playing, frame: v.frameRequest}; }"
+    )
+    assert stopped == {"destroyed": True, "playing": False, "frame": 0}
+    assert_no_console_errors_from_us(page, page.console_mark)
+
+
+# -- pairing on the prompt encoder -------------------------------------------------------------------
+
+
+def test_prompt_encoder_shows_a_prompt_box_per_wired_view_and_marks_mismatches(page):
+    ids = page.evaluate(
+        """() => {
+            const add = (type, x, y) => { const n = LiteGraph.createNode(type); n.pos = [x, y]; app.graph.add(n); return n; };
+            const identity = add("VisualAnagramsView_identity", 0, 0);
+            const flip = add("VisualAnagramsView_flip", 0, 120);
+            const encoder = add("VisualAnagramsPromptEncoder", 380, 0);
+            identity.connect(0, flip, 0);
+            flip.connect(0, encoder, 1);
+            return {identity: identity.id, flip: flip.id, encoder: encoder.id};
+        }"""
+    )
+    encoder = ids["encoder"]
+    centre_on(page, encoder, margin=(520, 160))
+    page.wait_for_timeout(200)
+
+    def pairing():
+        return page.evaluate("(id) => app.graph.getNodeById(id).vaPairing", encoder)
+
+    def box(k):
+        return page.locator(f"textarea[data-va-label^='view {k} ·']").first
+
+    assert visible_prompt_boxes(page, encoder) == ["prompt_1", "prompt_2"]
+    assert pairing()["labels"] == ["Identity", "Flip upside down"]
+    assert box(2).get_attribute("data-va-label") == "view 2 · Flip upside down"
+    # Two empty prompts for two views: marked as still to fill.
+    assert [p["problem"] for p in pairing()["problems"]] == ["empty", "empty"]
+    shoot(page, "pairing-empty")
+
+    box(1).click()
+    page.keyboard.type("a campfire")
+    box(2).click()
+    page.keyboard.type("an old man")
+    assert pairing()["problems"] == [] and pairing()["message"] == ""
+    assert box(1).get_attribute("data-va-problem") is None
+    shoot(page, "pairing-ok")
+
+    # Wire one view only: prompt 2 has no view any more; it stays visible and is marked.
+    page.evaluate("(ids) => app.graph.getNodeById(ids.identity).connect(0, app.graph.getNodeById(ids.encoder), 1)", ids)
+    page.wait_for_function("(id) => app.graph.getNodeById(id).vaPairing.count === 1", arg=encoder, timeout=5_000)
+    assert visible_prompt_boxes(page, encoder) == ["prompt_1", "prompt_2"]
+    assert pairing()["problems"] == [{"k": 2, "problem": "extra"}]
+    assert "prompt 2 has no view" in pairing()["message"]
+    assert box(2).get_attribute("data-va-problem") == "extra"
+    page.wait_for_timeout(200)
+    shoot(page, "pairing-mismatch")
+
+    # Three views: a third, empty box appears, marked; a bypassed view counts for nothing.
+    page.evaluate(
+        """(ids) => {
+            const g = app.graph, encoder = g.getNodeById(ids.encoder);
+            const rotate = LiteGraph.createNode("VisualAnagramsView_rotate_cw"); rotate.pos = [0, 240]; g.add(rotate);
+            g.getNodeById(ids.flip).connect(0, rotate, 0);
+            rotate.connect(0, encoder, 1);
+            window.__vaRotate = rotate.id;
+        }""",
+        ids,
+    )
+    page.wait_for_function("(id) => app.graph.getNodeById(id).vaPairing.count === 3", arg=encoder, timeout=5_000)
+    assert visible_prompt_boxes(page, encoder) == ["prompt_1", "prompt_2", "prompt_3"]
+    assert pairing()["problems"] == [{"k": 3, "problem": "empty"}]
+    page.evaluate("() => { app.graph.getNodeById(window.__vaRotate).mode = 4; app.canvas.setDirty(true, true); }")
+    page.wait_for_function("(id) => app.graph.getNodeById(id).vaPairing.count === 2", arg=encoder, timeout=5_000)
+    assert visible_prompt_boxes(page, encoder) == ["prompt_1", "prompt_2"]
+    assert pairing()["problems"] == []
+
+    # Hidden boxes leave no holes: the negative prompt's box follows the last visible one.
+    gap = page.evaluate(
+        """(id) => { const n = app.graph.getNodeById(id), w = name => n.widgets.find(w => w.name === name).inputEl.getBoundingClientRect();
+                     return w("negative").top - w("prompt_2").bottom; }""",
+        encoder,
+    )
+    assert 0 <= gap < 24, gap
+    # Hidden prompts still go into the prompt, empty, in their order.
+    prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+    inputs = prompt[str(encoder)]["inputs"]
+    assert [inputs[f"prompt_{k}"] for k in range(1, 9)] == ["a campfire", "an old man"] + [""] * 6
+    assert_no_console_errors_from_us(page, page.console_mark)
