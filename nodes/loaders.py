@@ -1,7 +1,10 @@
 """Loader nodes: DeepFloyd IF Stage I / II / III and the T5 text encoder.
 
 Models come from ComfyUI's ``models/diffusers`` (and ``models/text_encoders``)
-folders or from a Hugging Face id. Loaders run on ComfyUI's torch device,
+folders, from a Hugging Face id, or are the pack's embedded demo model
+(``demo/IF-I-digits``: a tiny Stage I with its own tiny T5 that draws
+handwritten digits, listed by the Stage I and T5 loaders in any ComfyUI without
+touching ComfyUI's model folders). Loaders run on ComfyUI's torch device,
 free memory before a large load, and follow ``--cpu`` / ``--lowvram`` /
 ``--novram`` when the offload choice is "auto".
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import comfy.model_management as mm
@@ -33,6 +37,17 @@ from ..sampling.text import PRECISIONS, load_t5, release_t5
 from .types import CATEGORY, StageIIIModel, StageIIModel, StageIModel, TextEncoder
 
 AUTO = "auto"
+
+#: Models that ship inside the pack, by the name the loaders list them under. They are found from
+#: the pack's own folder, so nothing is registered with ComfyUI's folder_paths.
+PACK_DIR = Path(__file__).resolve().parents[1]
+EMBEDDED_DEMO = "embedded: digits demo (64 px)"
+EMBEDDED_MODELS = {EMBEDDED_DEMO: PACK_DIR / "demo" / "IF-I-digits"}
+
+
+def embedded_models() -> list[str]:
+    """The embedded models present in this copy of the pack (a Stage I folder with its own T5)."""
+    return [name for name, folder in EMBEDDED_MODELS.items() if (folder / "model_index.json").is_file()]
 
 
 class ComfyManaged(torch.nn.Module):
@@ -120,7 +135,9 @@ def local_model_folders(folder_type: str, marker: str, stage: int | None = None)
 
 
 def model_location(folder_types: tuple[str, ...], name: str) -> str:
-    """A local folder's full path, or ``name`` itself (a Hugging Face id)."""
+    """An embedded model's or a local folder's full path, or ``name`` itself (a Hugging Face id)."""
+    if name in EMBEDDED_MODELS:
+        return str(EMBEDDED_MODELS[name])
     for folder_type in folder_types:
         for root_path in folder_paths.get_folder_paths(folder_type):
             candidate = os.path.join(root_path, name)
@@ -177,9 +194,13 @@ def _stage_loader(stage: int, node_id: str, title: str, socket, hub_ids: tuple[s
                 inputs=[
                     io.Combo.Input(
                         "model",
-                        options=[*local_model_folders("diffusers", "model_index.json", stage), *hub_ids],
+                        options=[*local_model_folders("diffusers", "model_index.json", stage),
+                                 *(embedded_models() if stage == 1 else []), *hub_ids],
                         tooltip="A diffusers folder in ComfyUI/models/diffusers, or a Hugging Face id (needs the "
-                        "DeepFloyd licence accepted and a token; see the README).",
+                        "DeepFloyd licence accepted and a token; see the README)."
+                        + (" 'embedded: digits demo' is a tiny model inside this pack that draws handwritten "
+                           "digits (prompts like 'the digit six'; use its T5 too): no download, fast on a CPU."
+                           if stage == 1 else ""),
                     ),
                     io.Combo.Input("dtype", options=list(DTYPES), default="auto",
                                    tooltip="auto: fp16 on a GPU, fp32 on the CPU."),
@@ -231,9 +252,11 @@ class LoadTextEncoder(io.ComfyNode):
                     options=[
                         *local_model_folders("text_encoders", "tokenizer"),
                         *local_model_folders("diffusers", "text_encoder"),
+                        *embedded_models(),
                         T5_HUB_ID,
                     ],
-                    tooltip="A folder in ComfyUI/models/text_encoders or models/diffusers, or a Hugging Face id.",
+                    tooltip="A folder in ComfyUI/models/text_encoders or models/diffusers, or a Hugging Face id. "
+                    "'embedded: digits demo' is the tiny T5 of the pack's demo model (pair it with that Stage I).",
                 ),
                 io.Combo.Input("precision", options=[AUTO, *PRECISIONS], default=AUTO,
                                tooltip="auto: fp16 on a GPU, fp32 on the CPU. 8bit/4bit need bitsandbytes."),

@@ -346,7 +346,10 @@ def _load_model(model_source, subfolder, label, precision, device, variants):
     error = None
     for variant in variants:
         try:
-            return T5EncoderModel.from_pretrained(model_source, variant=variant, **kwargs), variant
+            model = T5EncoderModel.from_pretrained(model_source, variant=variant, **kwargs)
+            if precision == "4bit":
+                _avoid_packed_cpu_path_for_narrow_layers(model)
+            return model, variant
         except Exception as caught:  # noqa: BLE001 - classified below
             error = caught
             if variant is not None and not isinstance(caught, (ImportError, RuntimeError)):
@@ -361,6 +364,19 @@ def _load_model(model_source, subfolder, label, precision, device, variants):
     raise ModelLoadError(
         scrub_secrets(f"could not load the T5 text encoder from {label}: {type(error).__name__}: {first_line(error)}")
     ) from error
+
+
+def _avoid_packed_cpu_path_for_narrow_layers(model) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weights on its first CPU forward,
+    and the repacking assumes at least one quantization block (64 inputs) per row: narrower layers
+    fail with "shape '[N, 0]' is invalid". T5-XXL's layers are 4096+ wide; the tiny T5 of the demo
+    model is 32 wide. Such layers keep bitsandbytes' generic CPU kernel."""
+    for module in model.modules():
+        quant_state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if quant_state is None or not hasattr(module, "support_avx512bf16_for_cpu"):
+            continue
+        if quant_state.shape[-1] % quant_state.blocksize:
+            module.support_avx512bf16_for_cpu = False
 
 
 def _load_tokenizer(tokenizer_dir: Path | None, label: str, location):

@@ -75,24 +75,42 @@ T5_LOADER = {"encoder": T5_MODEL, "precision": "auto", "device": "default"}
 STAGE_I = {"seed": SEED, "steps": 30, "schedule": "steps", "guidance": 10.0, "reduction": "auto", "candidates": 2}
 STAGE_II = {"seed": SEED, "steps": 30, "schedule": "steps", "guidance": 10.0, "reduction": "auto", "noise_level": 50}
 PREVIEW = {"frames_per_view": 24, "hold_frames": 8}
+#: The view preview's size: its illusion viewer (picture, controls, view chips) needs about 500 px.
+PREVIEW_SIZE = (380, 520)
 ANIMATION = {"fps": 24.0, "lossless": False, "quality": 90, "method": "default"}
 
 
 @dataclass(frozen=True)
 class Illusion:
-    """One example workflow: a chain of views, one prompt per view, a style."""
+    """One example workflow: a chain of views, one prompt per view, a style.
+
+    ``demo`` workflows run the pack's embedded digits model (Stage I only, no download)
+    instead of DeepFloyd IF.
+    """
 
     name: str
     views: tuple[tuple[str, dict[str, Any]], ...]  # (view name, its parameters), in prompt order
     prompts: tuple[str, ...]
     style: str = OIL_PAINTING
+    demo: bool = False
 
     def __post_init__(self) -> None:
         if len(self.views) != len(self.prompts):
             raise ValueError(f"{self.name}: {len(self.views)} views but {len(self.prompts)} prompts")
 
 
+#: The embedded demo model (demo/IF-I-digits: a tiny Stage I and its tiny T5, both inside the pack), as
+#: the loaders list it, and the sampler settings measured for it (demo/README.md): 64 px, no Stage II.
+DEMO_MODEL = "embedded: digits demo (64 px)"
+DEMO_STAGE_I = {"seed": SEED, "steps": 30, "schedule": "steps", "guidance": 4.0, "reduction": "auto", "candidates": 4}
+DEMO_UPSCALE = {"upscale_method": "bicubic", "scale_by": 4.0}  # 64 -> 256 px, for a visible picture
+DEMO_PREFIX = "visual_anagrams_demo"
+
 WORKFLOWS: tuple[Illusion, ...] = (
+    # Runs anywhere with no download: the embedded digits model draws a digit that reads as another
+    # digit once flipped upside down.
+    Illusion("digits_demo", (("identity", {}), ("flip", {})), ("the digit two", "the digit five"), style="",
+             demo=True),
     Illusion("rotate_cw", (("identity", {}), ("rotate_cw", {})), ("a snowy mountain village", "a horse")),
     Illusion("flip", (("identity", {}), ("flip", {})), ("people around a campfire", "an old man")),
     Illusion("jigsaw", (("identity", {}), ("jigsaw", {"seed": 0})), ("a kitchen", "a teddy bear")),
@@ -539,6 +557,7 @@ REQUIRED_NODE_TYPES = (
     "VisualAnagramsViewPreview",
     "SaveImage",
     "SaveAnimatedWEBP",
+    "ImageScaleBy",
 )
 
 
@@ -548,23 +567,15 @@ def node_types_used() -> list[str]:
 
 
 def illusion_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
+    """DeepFloyd IF: Stage I at 64 px, Stage II to 256 px, the 256 px illusions saved and previewed."""
+    if illusion.demo:
+        return demo_graph(illusion, layouts)
     graph = Graph(illusion.name, layouts)
     prefix = f"visual_anagrams/{illusion.name}"
 
-    # Column 0: the text encoder, then the view chain (view k pairs with prompt k).
-    t5 = graph.add("VisualAnagramsLoadT5", 0, T5_LOADER, width=300)
-    views = None
-    for index, (view, params) in enumerate(illusion.views, start=1):
-        class_type = VIEW_NODE_PREFIX + view
-        label = layouts[class_type].display_name.removeprefix("View: ")
-        views = graph.add(class_type, 0, params, {"views": (views, 0)} if views else None,
-                          title=f"View {index}: {label}", width=300)
-
-    # Column 1: the prompts. Column 2: the models. Column 3: the samplers.
-    prompts_values = {"style": illusion.style, "unload_encoder": True}
-    prompts_values.update({f"prompt_{k}": prompt for k, prompt in enumerate(illusion.prompts, start=1)})
-    prompts = graph.add("VisualAnagramsPromptEncoder", 1, prompts_values,
-                        {"text_encoder": (t5, 0), "views": (views, 0)}, width=400)
+    # Column 0: the text encoder and the view chain. Column 1: the prompts.
+    t5, views, prompts = add_views_and_prompts(graph, illusion, T5_LOADER, unload_encoder=True)
+    # Column 2: the models. Column 3: the samplers.
     stage_1_model = graph.add("VisualAnagramsLoadStageI", 2, {"model": STAGE_I_MODEL, **LOADER}, width=300)
     stage_2_model = graph.add("VisualAnagramsLoadStageII", 2, {"model": STAGE_II_MODEL, **LOADER}, width=300)
     stage_1 = graph.add("VisualAnagramsStageI", 3, STAGE_I,
@@ -572,20 +583,67 @@ def illusion_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
     stage_2 = graph.add("VisualAnagramsStageII", 3, STAGE_II,
                         {"model": (stage_2_model, 0), "prompts": (prompts, 0), "views": (views, 0),
                          "image": (stage_1, 0)}, width=300)
+    # Columns 4 and 5: save and preview.
+    add_outputs(graph, stage_2, views, prompts, column=4, illusion_title="Save illusions (256 px)",
+                prefixes=(prefix, f"{prefix}_views", f"{prefix}_animation"))
+    return finish(graph)
 
-    # Column 4: save the 256 px illusions, preview the views. Column 5: save the grid and animation.
-    graph.add("SaveImage", 4, {"filename_prefix": prefix}, {"images": (stage_2, 0)},
-              title="Save illusions (256 px)", width=360, height=400)
-    preview = graph.add("VisualAnagramsViewPreview", 4, PREVIEW,
-                        {"image": (stage_2, 0), "views": (views, 0), "prompts": (prompts, 0)}, width=360)
-    graph.add("SaveImage", 5, {"filename_prefix": f"{prefix}_views"}, {"images": (preview, 0)},
+
+def demo_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
+    """The embedded digits model: T5 and Stage I from the pack itself, 64 px illusions upscaled 4x to be seen."""
+    graph = Graph(illusion.name, layouts)
+    t5, views, prompts = add_views_and_prompts(graph, illusion, {**T5_LOADER, "encoder": DEMO_MODEL},
+                                               unload_encoder=False)
+    model = graph.add("VisualAnagramsLoadStageI", 2, {"model": DEMO_MODEL, **LOADER}, width=300)
+    stage_1 = graph.add("VisualAnagramsStageI", 2, DEMO_STAGE_I,
+                        {"model": (model, 0), "prompts": (prompts, 0), "views": (views, 0)}, width=300)
+    upscaled = graph.add("ImageScaleBy", 2, DEMO_UPSCALE, {"image": (stage_1, 0)}, title="Upscale 4x (to see it)",
+                         width=300)
+    add_outputs(graph, upscaled, views, prompts, column=3, illusion_title="Save illusions",
+                prefixes=(f"{DEMO_PREFIX}/illusion", f"{DEMO_PREFIX}/views", f"{DEMO_PREFIX}/animation"))
+    return finish(graph)
+
+
+def add_views_and_prompts(graph: Graph, illusion: Illusion, t5_values: dict[str, Any], *,
+                          unload_encoder: bool) -> tuple[Node, Node, Node]:
+    """Column 0: the T5 loader, then the view chain (view k pairs with prompt k); column 1: the prompt
+    encoder. Returns (T5 loader, last view, prompt encoder)."""
+    t5 = graph.add("VisualAnagramsLoadT5", 0, t5_values, width=300)
+    views = None
+    for index, (view, params) in enumerate(illusion.views, start=1):
+        class_type = VIEW_NODE_PREFIX + view
+        label = graph.layouts[class_type].display_name.removeprefix("View: ")
+        views = graph.add(class_type, 0, params, {"views": (views, 0)} if views else None,
+                          title=f"View {index}: {label}", width=300)
+    prompts_values = {"style": illusion.style, "unload_encoder": unload_encoder}
+    prompts_values.update({f"prompt_{k}": prompt for k, prompt in enumerate(illusion.prompts, start=1)})
+    prompts = graph.add("VisualAnagramsPromptEncoder", 1, prompts_values,
+                        {"text_encoder": (t5, 0), "views": (views, 0)}, width=400)
+    return t5, views, prompts
+
+
+def add_outputs(graph: Graph, image: Node, views: Node, prompts: Node, *, column: int, illusion_title: str,
+                prefixes: tuple[str, str, str]) -> None:
+    """Column ``column``: save the illusions, then the view preview (tall enough for its viewer, with
+    nothing below it to overlap); the next column: save its grid and its animation."""
+    illusion_prefix, grid_prefix, animation_prefix = prefixes
+    graph.add("SaveImage", column, {"filename_prefix": illusion_prefix}, {"images": (image, 0)},
+              title=illusion_title, width=360, height=400)
+    preview = graph.add("VisualAnagramsViewPreview", column, PREVIEW,
+                        {"image": (image, 0), "views": (views, 0), "prompts": (prompts, 0)},
+                        width=PREVIEW_SIZE[0], height=PREVIEW_SIZE[1])
+    graph.add("SaveImage", column + 1, {"filename_prefix": grid_prefix}, {"images": (preview, 0)},
               title="Save view grid", width=440, height=400)
-    graph.add("SaveAnimatedWEBP", 5, {"filename_prefix": f"{prefix}_animation", **ANIMATION},
+    graph.add("SaveAnimatedWEBP", column + 1, {"filename_prefix": animation_prefix, **ANIMATION},
               {"images": (preview, 1)}, title="Save animation", width=380, height=420)
 
+
+def finish(graph: Graph) -> Graph:
+    """Lay the graph out, number its execution order and check every widget value against the schema
+    (the Hub ids and the embedded model are among the loaders' options)."""
     graph.arrange()
     graph.number_execution_order()
-    for node in graph.nodes:  # the Hub ids are among the loaders' options, so every value is checked
+    for node in graph.nodes:
         for slot in node.layout.widgets:
             check_widget_value(node.layout.class_type, slot, node.values[slot.name])
     return graph
@@ -639,22 +697,44 @@ def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
     return lines
 
 
+def demo_result(illusion: Illusion):
+    """The demo workflow's first illusion (its seed, steps and guidance), sampled with the embedded model
+    through the pack's own loading and sampling code: (1, 3, 64, 64) in [-1, 1]."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_evaluate", REPO / "demo" / "evaluate.py")
+    evaluate = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = evaluate  # dataclasses look their module up there
+    spec.loader.exec_module(evaluate)
+    model = evaluate.load_demo()
+    prompts = [f"{illusion.style} {prompt}".strip() for prompt in illusion.prompts]
+    return evaluate.sample(model, [name for name, _ in illusion.views], prompts, seeds=1, seed=DEMO_STAGE_I["seed"],
+                           steps=DEMO_STAGE_I["steps"], guidance=DEMO_STAGE_I["guidance"])
+
+
 def thumbnail(illusion: Illusion, views_module) -> bytes:
-    """The views of ``illusion`` applied to :func:`test_picture`, side by side, captioned with the prompts."""
+    """The views of ``illusion`` applied to :func:`test_picture` (for a demo workflow: to the result it
+    draws), side by side, captioned with the prompts."""
     import numpy as np
     import torch
+    import torch.nn.functional as F
     from PIL import Image, ImageDraw
 
     count = len(illusion.views)
     margin, gap, line_height = 12, 10, 16
     panel = (THUMBNAIL_WIDTH - 2 * margin - (count - 1) * gap) // count
-    picture = test_picture(256)
-    pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    if illusion.demo:
+        pixels = F.interpolate(demo_result(illusion), size=(256, 256), mode="bicubic", align_corners=False)
+        note = "The demo model's own result (seed 0) under each view."
+    else:
+        picture = test_picture(256)
+        pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        note = "Diagram: the views applied to a test picture, not a generated result."
     views = [views_module.make_view(name, **params) for name, params in illusion.views]
 
     title_font, caption_font, label_font, note_font = _font(14), _font(13), _font(12), _font(11)
     labels = [_wrap(f"{index}. {view.label}", label_font, panel, 2) for index, view in enumerate(views, start=1)]
-    captions = [_wrap(f"{illusion.style} {prompt}", caption_font, panel, 4) for prompt in illusion.prompts]
+    captions = [_wrap(f"{illusion.style} {prompt}".strip(), caption_font, panel, 4) for prompt in illusion.prompts]
     label_height = line_height * max(len(lines) for lines in labels)
     caption_height = 8 + label_height + line_height * max(len(lines) for lines in captions)
     header, footer = 28, 24
@@ -662,7 +742,8 @@ def thumbnail(illusion: Illusion, views_module) -> bytes:
     canvas = Image.new("RGB", (THUMBNAIL_WIDTH, height), "white")
     draw = ImageDraw.Draw(canvas)
     kind = "Hybrid image" if all(view.kind == "factorized" for view in views) else "Visual anagram"
-    draw.text((margin, 7), f"{kind}: {illusion.name.replace('_', ' ')}", font=title_font, fill=(30, 30, 30))
+    title = f"{kind}: {illusion.name.replace('_', ' ')}" + (" (embedded model)" if illusion.demo else "")
+    draw.text((margin, 7), title, font=title_font, fill=(30, 30, 30))
 
     for index, (view, label, caption) in enumerate(zip(views, labels, captions)):
         shown = view.preview(pixels)[0].permute(1, 2, 0)
@@ -677,8 +758,7 @@ def thumbnail(illusion: Illusion, views_module) -> bytes:
         for line in caption:
             draw.text((x, y), line, font=caption_font, fill=(20, 20, 20))
             y += line_height
-    draw.text((margin, height - footer + 6), "Diagram: the views applied to a test picture, not a generated result.",
-              font=note_font, fill=(140, 140, 140))
+    draw.text((margin, height - footer + 6), note, font=note_font, fill=(140, 140, 140))
 
     for quality in (88, 80, 70, 60):
         buffer = io.BytesIO()

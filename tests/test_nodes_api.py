@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import time
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from comfy_server import PromptRejected, comfy_server  # noqa: F401  (the fixture)
@@ -27,6 +29,7 @@ PACK_NODES = {
 } | {f"VisualAnagramsView_{name}" for name in views_module.VIEW_CLASSES}
 
 NO_PROMPTS = {f"prompt_{k}": "" for k in range(1, 9)}
+DEMO_MODEL = "embedded: digits demo (64 px)"
 
 
 def flip_graph(*, steps=2, candidates=2, second_view=("VisualAnagramsView_flip", {}), prompts=None,
@@ -111,6 +114,17 @@ def test_view_nodes_carry_the_papers_defaults(comfy_server):
     stage_1_models = required("VisualAnagramsLoadStageI")["model"][1]["options"]
     assert "tiny-IF-I" in stage_1_models and "tiny-IF-II" not in stage_1_models
     assert "DeepFloyd/IF-I-XL-v1.0" in stage_1_models
+
+
+def test_loaders_list_the_embedded_demo_model_for_stage_i_and_t5_only(comfy_server):
+    info = comfy_server.object_info()
+    options = lambda node, name: info[node]["input"]["required"][name][1]["options"]  # noqa: E731
+    # Found in the pack itself, not in ComfyUI's model folders (which hold only the tiny test models).
+    assert DEMO_MODEL in options("VisualAnagramsLoadStageI", "model")
+    assert DEMO_MODEL in options("VisualAnagramsLoadT5", "encoder")
+    assert DEMO_MODEL not in options("VisualAnagramsLoadStageII", "model")
+    assert DEMO_MODEL not in options("VisualAnagramsLoadStageIII", "model")
+    assert not list((comfy_server.models_dir / "diffusers").glob("*digits*"))
 
 
 # -- a whole run --------------------------------------------------------------------------------
@@ -262,7 +276,8 @@ def test_every_api_example_runs_with_the_tiny_models(comfy_server, name):
         saved.setdefault((graph[ref.node_id]["class_type"], source), []).append(comfy_server.open_image(ref))
     candidates = next(n["inputs"]["candidates"] for n in graph.values() if n["class_type"] == "VisualAnagramsStageI")
     views = sum(n["class_type"].startswith("VisualAnagramsView_") for n in graph.values())
-    illusions = saved[("SaveImage", "VisualAnagramsStageII")]
+    # The paper's examples save Stage II's 256 px; the digits demo its 64 px Stage I upscaled 4x.
+    illusions = saved.get(("SaveImage", "VisualAnagramsStageII")) or saved[("SaveImage", "ImageScaleBy")]
     grid = saved[("SaveImage", "VisualAnagramsViewPreview")]
     assert [image.size for image in illusions] == [(256, 256)] * candidates
     assert len(grid) == 1 and grid[0].size[0] == views * 256
@@ -271,6 +286,32 @@ def test_every_api_example_runs_with_the_tiny_models(comfy_server, name):
     first = animation.convert("RGB").tobytes()
     animation.seek(1)
     assert animation.convert("RGB").tobytes() != first  # it moves
+
+
+def test_digits_demo_runs_for_real_on_the_embedded_model(comfy_server):
+    """The README's first command: the demo workflow exactly as shipped (embedded model, its own steps)."""
+    graph = api_workflow("digits_demo")
+    result = comfy_server.run(graph, timeout=900)
+    by_prefix = {}
+    for ref in result.images:
+        by_prefix.setdefault(graph[ref.node_id]["inputs"]["filename_prefix"], []).append(ref)
+    assert sorted(by_prefix) == [
+        "visual_anagrams_demo/animation", "visual_anagrams_demo/illusion", "visual_anagrams_demo/views"]
+    illusions = [comfy_server.open_image(ref).convert("RGB") for ref in by_prefix["visual_anagrams_demo/illusion"]]
+    assert [image.size for image in illusions] == [(256, 256)] * 4
+    (grid,) = [comfy_server.open_image(ref) for ref in by_prefix["visual_anagrams_demo/views"]]
+    assert grid.size[0] == 2 * 256
+    (animation,) = [comfy_server.open_image(ref) for ref in by_prefix["visual_anagrams_demo/animation"]]
+    assert animation.n_frames > 10
+
+    # The illusions are the sampler's 64 px pictures, upscaled 4x: shrunk back they are digits-like pictures
+    # (paper-coloured margin, some ink); whether they read as "2" and "5" is tests/test_demo_model.py's job.
+    pixels = torch.stack([torch.from_numpy(np.asarray(image.resize((64, 64), Image.BOX), dtype=np.float32))
+                          for image in illusions]).permute(0, 3, 1, 2) / 127.5 - 1
+    assert pixels.shape == (4, 3, 64, 64)
+    margin = torch.cat([pixels[..., :6, :].flatten(2), pixels[..., -6:, :].flatten(2)], dim=2)
+    assert margin.mean() > 0.3  # light paper around the digit
+    assert (pixels.mean(1) < -0.2).float().mean() > 0.02  # dark ink somewhere
 
 
 # -- bad input: an error naming the node and the fix, and the server keeps serving ---------------

@@ -31,7 +31,10 @@ from workflow_tools import (
     workflow_names,
 )
 
-NAMES = ["flip", "hybrid", "jigsaw", "negate", "rotate_cw", "three_views"]
+NAMES = ["digits_demo", "flip", "hybrid", "jigsaw", "negate", "rotate_cw", "three_views"]
+#: The examples that run DeepFloyd IF with the paper's settings (digits_demo runs the embedded demo model).
+PAPER_NAMES = [name for name in NAMES if name != "digits_demo"]
+DEMO_MODEL = "embedded: digits demo (64 px)"
 THUMBNAIL_MAX_BYTES = 60_000
 NODE_TITLE_HEIGHT = 30
 MODEL_INPUTS = {
@@ -144,7 +147,7 @@ def test_settings_are_the_papers_defaults():
         "three_views": ("a watercolor of", ["a rabbit", "a duck", "a giraffe"]),
         "hybrid": ("a photo of", ["a waterfall", "a deer"]),
     }
-    for name in NAMES:
+    for name in PAPER_NAMES:
         api = api_workflow(name)
         by_type = {}
         for node in api.values():
@@ -179,9 +182,34 @@ def test_settings_are_the_papers_defaults():
     assert [n["inputs"]["sigma"] for n in hybrid] == [2.0, 2.0]
 
 
+def test_digits_demo_runs_the_embedded_model_without_stage_ii():
+    api = api_workflow("digits_demo")
+    by_type = {}
+    for node in api.values():
+        by_type.setdefault(node["class_type"], []).append(node["inputs"])
+    assert by_type["VisualAnagramsLoadT5"] == [{"encoder": DEMO_MODEL, "precision": "auto", "device": "default"}]
+    assert by_type["VisualAnagramsLoadStageI"] == [{"model": DEMO_MODEL, "dtype": "auto", "offload": "auto"}]
+    assert not {"VisualAnagramsLoadStageII", "VisualAnagramsStageII", "VisualAnagramsStageIII"} & set(by_type)
+    (stage_1,) = by_type["VisualAnagramsStageI"]
+    assert (stage_1["seed"], stage_1["steps"], stage_1["guidance"], stage_1["candidates"]) == (0, 30, 4.0, 4)
+    (encoder,) = by_type["VisualAnagramsPromptEncoder"]
+    assert encoder["style"] == "" and (encoder["prompt_1"], encoder["prompt_2"]) == ("the digit two", "the digit five")
+    assert [n["class_type"] for n in api.values() if n["class_type"].startswith("VisualAnagramsView_")] == [
+        "VisualAnagramsView_identity", "VisualAnagramsView_flip"]
+    (upscale,) = by_type["ImageScaleBy"]
+    assert api[upscale["image"][0]]["class_type"] == "VisualAnagramsStageI" and upscale["scale_by"] == 4.0
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_image_is_saved(name):
     api = api_workflow(name)
+    if name == "digits_demo":  # 64 px illusions upscaled for viewing, saved under their own folder
+        saves = [node for node in api.values() if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP")]
+        sources = sorted((api[n["inputs"]["images"][0]]["class_type"], n["inputs"]["images"][1]) for n in saves)
+        assert sources == [("ImageScaleBy", 0), ("VisualAnagramsViewPreview", 0), ("VisualAnagramsViewPreview", 1)]
+        assert sorted(n["inputs"]["filename_prefix"] for n in saves) == [
+            "visual_anagrams_demo/animation", "visual_anagrams_demo/illusion", "visual_anagrams_demo/views"]
+        return
     saves = [node for node in api.values() if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP")]
     sources = sorted((api[n["inputs"]["images"][0]]["class_type"], n["inputs"]["images"][1]) for n in saves)
     assert sources == [("VisualAnagramsStageII", 0), ("VisualAnagramsViewPreview", 0), ("VisualAnagramsViewPreview", 1)]
@@ -214,6 +242,14 @@ def test_with_tiny_models_swaps_models_steps_and_frames():
     assert (stage_1["inputs"]["steps"], stage_1["inputs"]["candidates"]) == (1, 1)
 
 
+def test_with_tiny_models_keeps_the_embedded_demo_model():
+    original = api_workflow("digits_demo")
+    tiny = with_tiny_models(original, steps=2)
+    loaders = [n["inputs"] for n in tiny.values() if n["class_type"] in ("VisualAnagramsLoadStageI", "VisualAnagramsLoadT5")]
+    assert [inputs.get("model", inputs.get("encoder")) for inputs in loaders] == [DEMO_MODEL, DEMO_MODEL]
+    assert next(n for n in tiny.values() if n["class_type"] == "VisualAnagramsStageI")["inputs"]["steps"] == 2
+
+
 def test_api_workflow_names_the_choices_when_missing():
     with pytest.raises(FileNotFoundError, match="flip"):
         api_workflow("no_such_workflow")
@@ -235,7 +271,7 @@ def test_every_node_type_exists(object_info):
     used = {node["class_type"] for name in NAMES for node in api_workflow(name).values()}
     assert used <= set(object_info), f"unknown node types: {sorted(used - set(object_info))}"
     for class_type in used:
-        assert class_type.startswith("VisualAnagrams") or class_type in ("SaveImage", "SaveAnimatedWEBP")
+        assert class_type.startswith("VisualAnagrams") or class_type in ("SaveImage", "SaveAnimatedWEBP", "ImageScaleBy")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -38,6 +38,8 @@ TINY_MODELS = {
     ("VisualAnagramsLoadStageII", "model"): "tiny-IF-II",
     ("VisualAnagramsLoadT5", "encoder"): "tiny-t5",
 }
+#: Loader values naming a model embedded in the pack (tiny already, so never swapped).
+EMBEDDED_PREFIX = "embedded:"
 SAMPLERS = ("VisualAnagramsStageI", "VisualAnagramsStageII", "VisualAnagramsStageIII")
 PREVIEW = "VisualAnagramsViewPreview"
 
@@ -71,7 +73,8 @@ def with_tiny_models(
 ) -> dict[str, Any]:
     """A copy of an API workflow that runs in seconds on a CPU with the tiny offline models.
 
-    The Stage I / II loaders load "tiny-IF-I" / "tiny-IF-II", the T5 loader "tiny-t5";
+    The Stage I / II loaders load "tiny-IF-I" / "tiny-IF-II", the T5 loader "tiny-t5"
+    (loaders of the pack's embedded demo model keep it: it is tiny already);
     every sampler runs ``steps`` steps; the view preview renders ``frames_per_view``
     frames per transition (and ``hold_frames`` held frames, if given); Stage I draws
     ``candidates`` candidates, if given. Everything else (prompts, views, seeds,
@@ -82,7 +85,7 @@ def with_tiny_models(
     for node in graph.values():
         class_type, inputs = node["class_type"], node["inputs"]
         for (loader, input_name), tiny in TINY_MODELS.items():
-            if class_type == loader:
+            if class_type == loader and not str(inputs.get(input_name, "")).startswith(EMBEDDED_PREFIX):
                 inputs[input_name] = tiny
                 swapped.add(loader)
         if class_type in SAMPLERS and not isinstance(inputs.get("steps"), list):
