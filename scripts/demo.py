@@ -138,9 +138,14 @@ def run_prompt(server: ComfyUIProcess, prompt: dict) -> dict:
     return entry
 
 
+def node_order(node_id: str) -> tuple:
+    """Sort key for API node ids, which are numeric strings ("10" sorts before "9" as text)."""
+    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+
+
 def print_results(prompt: dict, entry: dict, output_dir: Path) -> None:
     print(f"== the illusion, its view grid and its animation are in {output_dir}:")
-    for node_id, output in sorted(entry.get("outputs", {}).items()):
+    for node_id, output in sorted(entry.get("outputs", {}).items(), key=lambda item: node_order(item[0])):
         files = [item for item in output.get("images", []) if item.get("type") == "output"]
         if not files:
             continue
