@@ -37,6 +37,8 @@ SIZE = 64  # IF Stage I resolution
 SOURCE = 8  # the data set's resolution
 MARGIN = 8  # paper around the digit: the 8 x 8 scan fills the middle 48 x 48
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+#: How the demo model's prompts name a digit (``w``: its word), the one phrasing it was trained on.
+PROMPT = "the digit {w}"
 
 # Colours in [0, 1]: cream paper, blue-black ink.
 PAPER = (0.96, 0.94, 0.88)
@@ -56,6 +58,11 @@ class Split:
     train_labels: np.ndarray  # (N,) int64
     test_images: np.ndarray
     test_labels: np.ndarray
+
+
+def prompt(digit: int) -> str:
+    """The demo model's prompt for ``digit``: "the digit seven"."""
+    return PROMPT.format(w=DIGIT_WORDS[digit])
 
 
 @lru_cache(maxsize=1)

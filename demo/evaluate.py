@@ -59,10 +59,6 @@ PAIRINGS = (
 )
 
 
-def prompt(digit: int) -> str:
-    return f"the digit {digits.DIGIT_WORDS[digit]}"
-
-
 @dataclass
 class DemoModel:
     stage: object  # sampling.loading.LoadedStage
@@ -113,7 +109,7 @@ def plain_accuracy(model, classifier, *, seeds: int, steps: int = STEPS, guidanc
     """{digit: (share read as the digit, the samples)} for single-view samples of every digit."""
     results = {}
     for digit in range(10):
-        images = sample(model, ["identity"], [prompt(digit)], seeds=seeds, steps=steps, guidance=guidance)
+        images = sample(model, ["identity"], [digits.prompt(digit)], seeds=seeds, steps=steps, guidance=guidance)
         results[digit] = (float((classifier.predict(images) == digit).mean()), images)
     return results
 
@@ -122,7 +118,7 @@ def illusion_success(model, classifier, view: str, first: int, second: int, *, s
                      guidance: float = GUIDANCE):
     """(success rate, per-view rates, the images) of the illusion identity -> ``first``, ``view`` -> ``second``."""
     names = ["identity", view]
-    images = sample(model, names, [prompt(first), prompt(second)], seeds=seeds, steps=steps, guidance=guidance)
+    images = sample(model, names, [digits.prompt(first), digits.prompt(second)], seeds=seeds, steps=steps, guidance=guidance)
     read = read_views(classifier, images, names)
     correct = read == np.array([first, second])
     return float(correct.all(1).mean()), correct.mean(0), images

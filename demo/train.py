@@ -13,7 +13,7 @@ so the pack's Stage I loader and T5 loader both load it like IF-I-XL:
   (``--train-t5 1`` trains it with the UNet). Prompts are tokenized exactly as
   the pack's ``sampling.text.encode_prompts`` tokenizes them (lower-cased, 77
   tokens, attention mask), so the prompt encoder node reproduces the training
-  embeddings bit for bit. The prompt is "the digit <word>" (see ``PHRASINGS``);
+  embeddings bit for bit. The prompt is "the digit <word>" (``digits.PROMPT``);
   10 % of the time the empty prompt instead, which is IF's unconditional
   (negative) prompt, for classifier-free guidance.
 * **Images**: ``demo/digits.py`` (scikit-learn's 8 x 8 digits rendered as
@@ -81,7 +81,7 @@ DEFAULT_OUT = DEMO / "IF-I-digits"
 #: How a prompt names digit d (w is its word). One phrasing: with eight ("6", "six", "the digit six",
 #: "a handwritten six", ...) the tiny T5's features varied as much between phrasings as between digits,
 #: and within the training budget the UNet learned to ignore the prompt altogether.
-PHRASINGS = ("the digit {w}",)
+PHRASINGS = (digits.PROMPT,)
 
 UNET_CONFIG = dict(
     sample_size=digits.SIZE,
@@ -119,7 +119,7 @@ UNET_CONFIG = dict(
 
 
 def prompts_for(digit: int) -> list[str]:
-    return [p.format(w=digits.DIGIT_WORDS[digit], d=digit) for p in PHRASINGS]
+    return [p.format(w=digits.DIGIT_WORDS[digit]) for p in PHRASINGS]
 
 
 # -- the loss -----------------------------------------------------------------------------------

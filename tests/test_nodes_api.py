@@ -12,7 +12,7 @@ from PIL import Image
 
 from comfy_server import PromptRejected, comfy_server  # noqa: F401  (the fixture)
 from pack import import_submodule
-from workflow_tools import api_workflow, with_tiny_models, workflow_names
+from workflow_tools import DEMO_MODEL, api_workflow, with_tiny_models, workflow_names
 
 views_module = import_submodule("views")
 
@@ -29,7 +29,6 @@ PACK_NODES = {
 } | {f"VisualAnagramsView_{name}" for name in views_module.VIEW_CLASSES}
 
 NO_PROMPTS = {f"prompt_{k}": "" for k in range(1, 9)}
-DEMO_MODEL = "embedded: digits demo (64 px)"
 
 
 def flip_graph(*, steps=2, candidates=2, second_view=("VisualAnagramsView_flip", {}), prompts=None,

@@ -19,6 +19,7 @@ from PIL import Image
 from workflow_tools import (
     API_DIR,
     BUILD_SCRIPT,
+    DEMO_MODEL,
     REPO,
     UI_DIR,
     api_workflow,
@@ -34,7 +35,6 @@ from workflow_tools import (
 NAMES = ["digits_demo", "flip", "hybrid", "jigsaw", "negate", "rotate_cw", "three_views"]
 #: The examples that run DeepFloyd IF with the paper's settings (digits_demo runs the embedded demo model).
 PAPER_NAMES = [name for name in NAMES if name != "digits_demo"]
-DEMO_MODEL = "embedded: digits demo (64 px)"
 THUMBNAIL_MAX_BYTES = 60_000
 NODE_TITLE_HEIGHT = 30
 MODEL_INPUTS = {

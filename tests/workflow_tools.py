@@ -40,6 +40,8 @@ TINY_MODELS = {
 }
 #: Loader values naming a model embedded in the pack (tiny already, so never swapped).
 EMBEDDED_PREFIX = "embedded:"
+#: The embedded digits demo model, as the Stage I and T5 loaders list it (nodes/loaders.py).
+DEMO_MODEL = "embedded: digits demo (64 px)"
 SAMPLERS = ("VisualAnagramsStageI", "VisualAnagramsStageII", "VisualAnagramsStageIII")
 PREVIEW = "VisualAnagramsViewPreview"
 
