@@ -12,4 +12,7 @@ WEB_DIRECTORY = "./js"
 async def comfy_entrypoint():
     from .nodes import VisualAnagramsExtension
 
-    return VisualAnagramsExtension()
+    extension = VisualAnagramsExtension()
+    # ComfyUI 0.3.75 never calls on_load (later versions may); it is safe to call twice.
+    await extension.on_load()
+    return extension

@@ -96,12 +96,20 @@ def time_ours(stage: int, num_views: int, candidates: int, steps: int) -> tuple[
     view_list = [views.make_view(name) for name in VIEW_NAMES[num_views]]
     start = time.perf_counter()
     if stage == 1:
-        sampling.sample_stage_1(unet, if_scheduler(), view_list, prompt_embeddings, num_candidates=candidates,
-                                num_inference_steps=steps)
+        sampling.sample_stage_1(
+            unet, if_scheduler(), view_list, prompt_embeddings, num_candidates=candidates, num_inference_steps=steps
+        )
     else:
         low_res = torch.rand(candidates, 3, 64, 64) * 2 - 1
-        sampling.sample_stage_2(unet, if_scheduler(), if_image_noising_scheduler(), low_res, view_list,
-                                prompt_embeddings, num_inference_steps=steps)
+        sampling.sample_stage_2(
+            unet,
+            if_scheduler(),
+            if_image_noising_scheduler(),
+            low_res,
+            view_list,
+            prompt_embeddings,
+            num_inference_steps=steps,
+        )
     wall = time.perf_counter() - start
     return (wall - unet.seconds) / steps, unet.calls / steps
 

@@ -86,15 +86,31 @@ def load_demo(model_dir: Path | str = MODEL_DIR) -> DemoModel:
     return DemoModel(stage, t5)
 
 
-def sample(model: DemoModel, view_names: list[str], prompts: list[str], *, seeds: int, seed: int = 0,
-           steps: int = STEPS, guidance: float = GUIDANCE, reduction: str = "mean") -> torch.Tensor:
+def sample(
+    model: DemoModel,
+    view_names: list[str],
+    prompts: list[str],
+    *,
+    seeds: int,
+    seed: int = 0,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """``seeds`` candidates (seeds ``seed`` .. ``seed + seeds - 1``) of the illusion: (K, 3, 64, 64) in [-1, 1]."""
     sampling = import_submodule("sampling")
     views = import_submodule("views")
     chain = [views.make_view(name) for name in view_names]
     result = sampling.sample_stage_1(
-        model.unet, model.scheduler, chain, model.encode(prompts), num_candidates=seeds, seed=seed,
-        num_inference_steps=steps, guidance_scale=guidance, reduction=reduction,
+        model.unet,
+        model.scheduler,
+        chain,
+        model.encode(prompts),
+        num_candidates=seeds,
+        seed=seed,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        reduction=reduction,
     )
     return result.images.float().clamp(-1, 1)
 
@@ -114,11 +130,14 @@ def plain_accuracy(model, classifier, *, seeds: int, steps: int = STEPS, guidanc
     return results
 
 
-def illusion_success(model, classifier, view: str, first: int, second: int, *, seeds: int, steps: int = STEPS,
-                     guidance: float = GUIDANCE):
+def illusion_success(
+    model, classifier, view: str, first: int, second: int, *, seeds: int, steps: int = STEPS, guidance: float = GUIDANCE
+):
     """(success rate, per-view rates, the images) of the illusion identity -> ``first``, ``view`` -> ``second``."""
     names = ["identity", view]
-    images = sample(model, names, [digits.prompt(first), digits.prompt(second)], seeds=seeds, steps=steps, guidance=guidance)
+    images = sample(
+        model, names, [digits.prompt(first), digits.prompt(second)], seeds=seeds, steps=steps, guidance=guidance
+    )
     read = read_views(classifier, images, names)
     correct = read == np.array([first, second])
     return float(correct.all(1).mean()), correct.mean(0), images
@@ -142,10 +161,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--guidance", type=float, default=GUIDANCE)
-    parser.add_argument("--pairing", action="append", default=[],
-                        help="VIEW:A:B (repeatable); default: the list in this script")
-    parser.add_argument("--variance", choices=("learned", "small", "large"), default="learned",
-                        help="override the model's variance channels (to compare)")
+    parser.add_argument(
+        "--pairing", action="append", default=[], help="VIEW:A:B (repeatable); default: the list in this script"
+    )
+    parser.add_argument(
+        "--variance",
+        choices=("learned", "small", "large"),
+        default="learned",
+        help="override the model's variance channels (to compare)",
+    )
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--save", type=Path, help="write sample grids (PNG) into this folder")
     parser.add_argument("--threads", type=int, default=1)
@@ -159,35 +183,45 @@ def main(argv=None) -> int:
     model = load_demo(args.model)
     if args.variance != "learned":
         variance_override(model.unet, args.variance)
-    print(f"model: {args.model} ({sum(p.numel() for p in model.unet.parameters()):,} UNet parameters); "
-          f"{args.steps} steps, guidance {args.guidance}, variance {args.variance}, seeds 0..{args.seeds - 1}")
+    print(
+        f"model: {args.model} ({sum(p.numel() for p in model.unet.parameters()):,} UNet parameters); "
+        f"{args.steps} steps, guidance {args.guidance}, variance {args.variance}, seeds 0..{args.seeds - 1}"
+    )
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
 
     if not args.skip_plain:
         results = plain_accuracy(model, classifier, seeds=args.seeds, steps=args.steps, guidance=args.guidance)
         overall = np.mean([rate for rate, _ in results.values()])
-        print(f"plain samples read as their prompt: {overall:.1%}  ("
-              + ", ".join(f"{d}: {rate:.0%}" for d, (rate, _) in results.items()) + ")")
+        print(
+            f"plain samples read as their prompt: {overall:.1%}  ("
+            + ", ".join(f"{d}: {rate:.0%}" for d, (rate, _) in results.items())
+            + ")"
+        )
         if args.save:
             shown = torch.cat([images[:10] for _, images in results.values()])
             digits.grid(shown, 10, scale=2).save(args.save / "plain_samples.png")
 
     pairings = [tuple(int(p) if p.isdigit() else p for p in text.split(":")) for text in args.pairing] or PAIRINGS
     for view, first, second in pairings:
-        success, per_view, images = illusion_success(model, classifier, view, first, second, seeds=args.seeds,
-                                                     steps=args.steps, guidance=args.guidance)
-        print(f"illusion {first} | {view} -> {second}: {success:.0%} of {args.seeds} seeds read right in both views "
-              f"(as it is: {per_view[0]:.0%}, {view}: {per_view[1]:.0%})", flush=True)
+        success, per_view, images = illusion_success(
+            model, classifier, view, first, second, seeds=args.seeds, steps=args.steps, guidance=args.guidance
+        )
+        print(
+            f"illusion {first} | {view} -> {second}: {success:.0%} of {args.seeds} seeds read right in both views "
+            f"(as it is: {per_view[0]:.0%}, {view}: {per_view[1]:.0%})",
+            flush=True,
+        )
         if args.save:
             views = import_submodule("views")
             seen = views.make_view(view).view(images)
             # Row pairs: the illusions, then the same pictures under the view.
             rows = []
             for start in range(0, len(images), 10):
-                rows += [images[start:start + 10], seen[start:start + 10]]
+                rows += [images[start : start + 10], seen[start : start + 10]]
             digits.grid(torch.cat(rows), min(10, len(images)), scale=2).save(
-                args.save / f"illusion_{view}_{first}_{second}.png")
+                args.save / f"illusion_{view}_{first}_{second}.png"
+            )
     print(f"done in {time.time() - started:.0f} s")
     return 0
 

@@ -171,7 +171,10 @@ class DiffusionLoss:
         frac = (v + 1) / 2  # learned range: -1 -> posterior variance, +1 -> beta_t (diffusers' convention)
         model_log_var = frac * self.log_beta[t].view(shape) + (1 - frac) * true_log_var
         kl = 0.5 * (
-            -1.0 + model_log_var - true_log_var + (true_log_var - model_log_var).exp()
+            -1.0
+            + model_log_var
+            - true_log_var
+            + (true_log_var - model_log_var).exp()
             + (true_mean - model_mean).square() * (-model_log_var).exp()
         )
         kl = kl.mean(dim=(1, 2, 3)) / math.log(2.0)
@@ -234,12 +237,16 @@ def probe(unet, text_encoder, t5, scheduler, classifier, seeds: int = 3) -> str:
 
     import evaluate
 
-    model = evaluate.DemoModel(SimpleNamespace(unet=unet, scheduler=scheduler),
-                               dataclasses.replace(t5, model=text_encoder))
+    model = evaluate.DemoModel(
+        SimpleNamespace(unet=unet, scheduler=scheduler), dataclasses.replace(t5, model=text_encoder)
+    )
     rates = {d: rate for d, (rate, _) in evaluate.plain_accuracy(model, classifier, seeds=seeds).items()}
     overall = sum(rates.values()) / len(rates)
-    return f"probe: {overall:.0%} of plain samples read as their prompt (" + " ".join(
-        f"{d}:{round(r * seeds)}/{seeds}" for d, r in rates.items()) + ")"
+    return (
+        f"probe: {overall:.0%} of plain samples read as their prompt ("
+        + " ".join(f"{d}:{round(r * seeds)}/{seeds}" for d, r in rates.items())
+        + ")"
+    )
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -250,9 +257,14 @@ class PromptBank:
     (lower-cased, 77 tokens, attention mask), and encoded by the (trained) T5 on demand."""
 
     def __init__(self, t5, prompts: list[str]):
-        tokens = t5.tokenizer([p.lower().strip() for p in prompts], padding="max_length",
-                              max_length=text_module().MAX_PROMPT_TOKENS, truncation=True,
-                              add_special_tokens=True, return_tensors="pt")
+        tokens = t5.tokenizer(
+            [p.lower().strip() for p in prompts],
+            padding="max_length",
+            max_length=text_module().MAX_PROMPT_TOKENS,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        )
         self.ids, self.mask = tokens.input_ids, tokens.attention_mask
         self.model = t5.model
 
@@ -320,13 +332,22 @@ def main(argv=None) -> int:
     parser.add_argument("--variance-loss", choices=("vlb", "small", "large"), default="vlb")
     parser.add_argument("--train-t5", type=int, default=0, help="train the tiny T5 with the UNet (1) or freeze it (0)")
     parser.add_argument("--text-lr-scale", type=float, default=3.0, help="learning-rate factor of the text pathway")
-    parser.add_argument("--high-t-share", type=float, default=0.5,
-                        help="share of timesteps drawn from [--high-t-from, 999] instead of [0, 999]")
+    parser.add_argument(
+        "--high-t-share",
+        type=float,
+        default=0.5,
+        help="share of timesteps drawn from [--high-t-from, 999] instead of [0, 999]",
+    )
     parser.add_argument("--high-t-from", type=int, default=700)
-    parser.add_argument("--x0-weight-cap", type=float, default=50.0,
-                        help="noise loss weight max(1, min(1/SNR, cap)) (0: unweighted)")
-    parser.add_argument("--probe-every", type=int, default=250,
-                        help="sample every digit with the EMA weights every N steps and print how many read right")
+    parser.add_argument(
+        "--x0-weight-cap", type=float, default=50.0, help="noise loss weight max(1, min(1/SNR, cap)) (0: unweighted)"
+    )
+    parser.add_argument(
+        "--probe-every",
+        type=int,
+        default=250,
+        help="sample every digit with the EMA weights every N steps and print how many read right",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint-every", type=int, default=250, help="save the EMA weights every N steps")
@@ -373,11 +394,15 @@ def main(argv=None) -> int:
     other_params = [p for p in unet.parameters() if id(p) not in text_ids]
     optimizer = torch.optim.AdamW(
         [{"params": other_params, "scale": 1.0}, {"params": text_params, "scale": args.text_lr_scale}],
-        lr=args.lr, weight_decay=0.0,
+        lr=args.lr,
+        weight_decay=0.0,
     )
     alphas_cumprod = scheduler.alphas_cumprod.float()
-    print(f"demo model: {parameters:,} UNet parameters, {len(labels)} training digits, {args.steps} steps of "
-          f"{args.batch}, {args.threads} thread(s), variance loss {args.variance_loss}", flush=True)
+    print(
+        f"demo model: {parameters:,} UNet parameters, {len(labels)} training digits, {args.steps} steps of "
+        f"{args.batch}, {args.threads} thread(s), variance loss {args.variance_loss}",
+        flush=True,
+    )
 
     history = []
     running = None
@@ -408,7 +433,7 @@ def main(argv=None) -> int:
 
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for averaged, live in zip(ema.parameters(), trained.parameters()):
+            for averaged, live in zip(ema.parameters(), trained.parameters(), strict=True):
                 averaged.lerp_(live, 1 - decay)
 
         values = torch.stack([mse.detach(), variance.detach()])
@@ -416,11 +441,19 @@ def main(argv=None) -> int:
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             elapsed = time.time() - started
             eta = elapsed / (step + 1) * (args.steps - step - 1)
-            print(f"step {step + 1:5d}/{args.steps}  mse {running[0]:.4f}  variance {running[1]:.4f}  "
-                  f"lr {optimizer.param_groups[0]['lr']:.2e}  {elapsed / 60:5.1f} min  eta {eta / 60:5.1f} min",
-                  flush=True)
-            history.append({"step": step + 1, "mse": round(float(running[0]), 5),
-                            "variance": round(float(running[1]), 5), "minutes": round(elapsed / 60, 2)})
+            print(
+                f"step {step + 1:5d}/{args.steps}  mse {running[0]:.4f}  variance {running[1]:.4f}  "
+                f"lr {optimizer.param_groups[0]['lr']:.2e}  {elapsed / 60:5.1f} min  eta {eta / 60:5.1f} min",
+                flush=True,
+            )
+            history.append(
+                {
+                    "step": step + 1,
+                    "mse": round(float(running[0]), 5),
+                    "variance": round(float(running[1]), 5),
+                    "minutes": round(elapsed / 60, 2),
+                }
+            )
         if args.probe_every and (step + 1) % args.probe_every == 0:
             report = probe(ema["unet"], ema["text_encoder"], t5, scheduler, classifier)
             print(report, flush=True)

@@ -16,7 +16,10 @@
 
 export const ENCODER = "VisualAnagramsPromptEncoder";
 export const VIEW_PREFIX = "VisualAnagramsView_";
-const MAX_VIEWS = 8;
+// The encoder has one prompt_k input per view an illusion can have, so the server's schema
+// (/object_info, from sampling/inputs.py MAX_VIEWS) is where the maximum comes from: the boxes are
+// whatever prompt_k widgets the node was built with, never a count restated here.
+const PROMPT_NAME = /^prompt_(\d+)$/;
 const BYPASS = 4; // LiteGraph mode: the node passes its input through (a bypassed view adds no view)
 
 const OK_COLOUR = "#8f98a8";
@@ -73,13 +76,10 @@ function chainSignature(encoder) {
   return `${chain.wired}|${chain.known}|${chain.views.map((v) => `${v.node.id}:${v.node.type}`).join(",")}|${prompts}`;
 }
 
+// The prompt boxes in view order (prompt_1, prompt_2, ...): as many as the server's schema has.
 function promptWidgets(node) {
-  const widgets = [];
-  for (let k = 1; k <= MAX_VIEWS; k++) {
-    const widget = node.widgets?.find((w) => w.name === `prompt_${k}`);
-    if (widget) widgets.push(widget);
-  }
-  return widgets;
+  const number = (widget) => Number(PROMPT_NAME.exec(widget.name)[1]);
+  return (node.widgets ?? []).filter((w) => PROMPT_NAME.test(w.name ?? "")).sort((a, b) => number(a) - number(b));
 }
 
 function textArea(widget) {

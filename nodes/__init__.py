@@ -5,23 +5,30 @@ from comfy_api.latest import ComfyExtension, io
 
 from .loaders import LoadStageI, LoadStageII, LoadStageIII, LoadTextEncoder
 from .preview import ViewPreview
+from .prompt_guard import install_prompt_guard
 from .prompts import AnagramPromptEncoder
 from .samplers import AnagramStageI, AnagramStageII
 from .upscale import NaiveStageIII
 from .views import VIEW_NODES
 
+#: Every node of the pack, in the order the node library lists them.
+NODE_CLASSES: list[type[io.ComfyNode]] = [
+    LoadStageI,
+    LoadStageII,
+    LoadStageIII,
+    LoadTextEncoder,
+    AnagramPromptEncoder,
+    *VIEW_NODES,
+    AnagramStageI,
+    AnagramStageII,
+    NaiveStageIII,
+    ViewPreview,
+]
+
 
 class VisualAnagramsExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        install_prompt_guard()
+
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [
-            LoadStageI,
-            LoadStageII,
-            LoadStageIII,
-            LoadTextEncoder,
-            AnagramPromptEncoder,
-            *VIEW_NODES,
-            AnagramStageI,
-            AnagramStageII,
-            NaiveStageIII,
-            ViewPreview,
-        ]
+        return list(NODE_CLASSES)

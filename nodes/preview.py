@@ -6,14 +6,51 @@ import textwrap
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from comfy_api.latest import io
 from PIL import Image, ImageDraw, ImageFont
 
-from .images import to_comfy_image, to_model_space
+from ..views.frames import frame_size
+from .images import check_image, to_comfy_image, to_model_space
+from .labels import node_label
+from .sockets import check_sockets
 from .types import CATEGORY, Prompts, Views
-from .viewer import MAX_VIEWER_IMAGES, VIEWER_KEY, play_mode, viewer_payload
+from .viewer import (
+    MAX_SPRITE_FRAME,
+    MAX_VIEWER_IMAGES,
+    VIEWER_KEY,
+    play_mode,
+    viewer_payload,
+)
 
 CAPTION_LINES = 3
+
+
+def _accepts(view, size: int) -> bool:
+    try:
+        view.check_size(size)
+    except ValueError:
+        return False
+    return True
+
+
+def animation_picture_size(size: int, views) -> int:
+    """The picture's side in the animation frames and the viewer's sprites.
+
+    Frames are 1.5 times the picture, and the viewer never shows one larger than
+    :data:`MAX_SPRITE_FRAME`: rendering a 1024 px picture's 1536 px frames only to scale them
+    down costs tens of seconds and gigabytes. So the frames are rendered from the picture shrunk
+    by a whole factor (each permutation block becomes a whole smaller block, so a view moves the
+    same pieces), the largest such size whose frames fit and that every view accepts; the full size
+    when none does (a picture whose side has no suitable divisor).
+    """
+    for divisor in range(1, size + 1):
+        side = size // divisor
+        if size % divisor or frame_size(side) > MAX_SPRITE_FRAME:
+            continue
+        if all(_accepts(view, side) for view in views):
+            return side
+    return size
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -78,34 +115,44 @@ class ViewPreview(io.ComfyNode):
             ],
             outputs=[
                 io.Image.Output(display_name="view grid", tooltip="One row per image, one column per view."),
-                io.Image.Output(display_name="animation", tooltip="Frames of the first image turning into each view."),
+                io.Image.Output(
+                    display_name="animation",
+                    tooltip=f"Frames of the first image turning into each view, at most {MAX_SPRITE_FRAME} px a side "
+                    "(what the viewer shows; the view grid keeps the image's full size).",
+                ),
             ],
         )
 
     @classmethod
     def execute(cls, image, views, frames_per_view, hold_frames, prompts=None) -> io.NodeOutput:
-        if image.shape[1] != image.shape[2]:
-            raise ValueError(
-                f"Illusion View Preview: image: views need square images, got {image.shape[2]}x{image.shape[1]} px. "
-                "Connect the sampler's output directly."
-            )
+        check_sockets(cls, image=image, views=views, prompts=prompts)
+        check_image(cls, "image", image, square=True)
         pixels = to_model_space(image)
         size = pixels.shape[-1]
         for index, view in enumerate(views):
             try:
                 view.check_size(size)
             except ValueError as error:
-                raise ValueError(f"Illusion View Preview: views: view {index + 1} cannot show this image: {error}")
-        transitions = _Transitions(pixels[:MAX_VIEWER_IMAGES], views, frames_per_view)
+                raise ValueError(
+                    f"{node_label(cls)}: views: view {index + 1} cannot show this image: {error}"
+                ) from error
+        # The grid keeps the full size (it is the picture the user made); the animation and the
+        # viewer's sprites are rendered only as large as the viewer shows them.
+        side = animation_picture_size(size, views)
+        shown = pixels[:MAX_VIEWER_IMAGES]
+        if side != size:
+            shown = F.interpolate(shown.float(), size=(side, side), mode="area")
+        transitions = _Transitions(shown, views, frames_per_view)
         viewed = [index for index, view in enumerate(views) if play_mode(view) == "frames"]
         texts = list(prompts.texts) if prompts is not None else []
         viewer = viewer_payload(
             image[:MAX_VIEWER_IMAGES],
             views,
             captions=[texts[index] if index < len(texts) else "" for index in range(len(views))],
-            transitions={index: [transitions.get(index, b) for b in range(len(transitions.pictures))] for index in viewed},
+            transitions={index: [transitions.get(index, b) for b in range(len(shown))] for index in viewed},
             frames_per_view=frames_per_view,
             hold_frames=hold_frames,
+            frame_picture_size=side,
         )
         return io.NodeOutput(
             cls._grid(pixels, views, prompts),
@@ -121,7 +168,7 @@ class ViewPreview(io.ComfyNode):
         for picture in pixels:
             cells = [
                 torch.cat([to_comfy_image(view.preview(picture[None]))[0], caption], dim=0)
-                for view, caption in zip(views, captions)
+                for view, caption in zip(views, captions, strict=True)
             ]
             rows.append(torch.cat(cells, dim=1))
         return torch.cat(rows, dim=0)[None]

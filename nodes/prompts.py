@@ -7,9 +7,26 @@ from comfy_api.latest import io
 
 from ..sampling.inputs import MAX_VIEWS
 from ..sampling.text import encode_prompts
+from .labels import node_label
+from .sockets import check_sockets, input_title
 from .types import CATEGORY, EncodedPrompts, Prompts, TextEncoder, Views
 
-LABEL = "Anagram Prompt Encoder"
+#: UTF-16 surrogates: JSON's "\ud800" escapes can put one alone in a string, which is then no text
+#: at all (no encoding can write it, and the tokenizer fails on it with a bare TypeError).
+SURROGATES = range(0xD800, 0xE000)
+
+
+def check_text(node_cls: type[io.ComfyNode], fields: dict[str, str]) -> None:
+    """Raise a ValueError naming the field when a text input holds a lone surrogate."""
+    titles = {spec.id: input_title(spec) for spec in (node_cls.SCHEMA or node_cls.GET_SCHEMA()).inputs}
+    for name, text in fields.items():
+        position = next((index for index, char in enumerate(text) if ord(char) in SURROGATES), None)
+        if position is not None:
+            raise ValueError(
+                f"{node_label(node_cls)}: {titles.get(name, name)}: character {position + 1} is a lone UTF-16 "
+                f"surrogate ({text[position]!a}), which is not text. Remove it; to send an emoji or another "
+                "character beyond U+FFFF in JSON, escape it as a surrogate pair (\\ud83d\\ude00) or send it as UTF-8."
+            )
 
 
 class AnagramPromptEncoder(io.ComfyNode):
@@ -27,7 +44,7 @@ class AnagramPromptEncoder(io.ComfyNode):
         ]
         return io.Schema(
             node_id="VisualAnagramsPromptEncoder",
-            display_name=LABEL,
+            display_name="Anagram Prompt Encoder",
             category=CATEGORY,
             description="Encodes one prompt per view with DeepFloyd IF's T5 encoder. Prompt k pairs with view k; "
             "fill exactly as many prompts as there are views. The paper's tip: styles such as "
@@ -37,11 +54,18 @@ class AnagramPromptEncoder(io.ComfyNode):
                 Views.Input("views", tooltip="The view chain, so the prompts can be paired with it."),
                 io.String.Input("style", default="an oil painting of", tooltip="Put before every prompt."),
                 *prompt_inputs,
-                io.String.Input("negative", default="", multiline=True,
-                                tooltip="Negative prompt for every view (IF's default: empty)."),
-                io.Boolean.Input("unload_encoder", default=False,
-                                 tooltip="Free the T5 encoder's memory after encoding (it is then reloaded when "
-                                 "the prompts change)."),
+                io.String.Input(
+                    "negative",
+                    default="",
+                    multiline=True,
+                    tooltip="Negative prompt for every view (IF's default: empty).",
+                ),
+                io.Boolean.Input(
+                    "unload_encoder",
+                    default=False,
+                    tooltip="Free the T5 encoder's memory after encoding (it is then reloaded when "
+                    "the prompts change).",
+                ),
             ],
             outputs=[
                 Prompts.Output(
@@ -53,17 +77,21 @@ class AnagramPromptEncoder(io.ComfyNode):
 
     @classmethod
     def execute(cls, text_encoder, views, style, negative, unload_encoder, **prompt_fields) -> io.NodeOutput:
+        check_sockets(cls, text_encoder=text_encoder, views=views)
+        check_text(cls, {"style": style, **prompt_fields, "negative": negative})
+        label = node_label(cls)
         count = len(views)
         prompts = [prompt_fields[f"prompt_{k}"].strip() for k in range(1, count + 1)]
         missing = [k for k, prompt in enumerate(prompts, start=1) if not prompt]
         if missing:
             raise ValueError(
-                f"{LABEL}: prompt for view {missing[0]} is empty; {count} views are wired, so fill prompts 1 to {count}."
+                f"{label}: prompt for view {missing[0]} is empty; {count} views are wired, so fill prompts 1 to "
+                f"{count}."
             )
         extra = [k for k in range(count + 1, MAX_VIEWS + 1) if prompt_fields[f"prompt_{k}"].strip()]
         if extra:
             raise ValueError(
-                f"{LABEL}: prompt for view {extra[0]} is filled but only {count} views are wired: add a view node to "
+                f"{label}: prompt for view {extra[0]} is filled but only {count} views are wired: add a view node to "
                 f"the chain or clear prompts {count + 1} to {MAX_VIEWS}."
             )
         comfy.model_management.throw_exception_if_processing_interrupted()

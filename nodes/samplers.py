@@ -3,7 +3,9 @@ around the sampling core."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import comfy.model_management
 import comfy.utils
@@ -18,37 +20,84 @@ from ..sampling import (
     sample_stage_1,
     sample_stage_2,
 )
-from .images import to_comfy_image, to_model_space
+from ..sampling.inputs import check_low_res_image
+from ..sampling.stages import stage_1_generators_after
+from .comfy_rules import out_of_memory, out_of_memory_errors
+from .images import check_image, to_comfy_image, to_model_space
+from .labels import node_label
+from .sockets import check_sockets
 from .types import CATEGORY, Prompts, StageIIModel, StageIModel, Views
 
 STEP_COUNT = "steps"  # the schedule choice that uses the steps widget
 PREVIEW_SIZE = 512
 
+logger = logging.getLogger(__name__)
 
-def _schedule_input(default: str) -> io.Combo.Input:
+# Stage II's seed modes: its own noise (seed + k per image), or Stage I's generators continued, as the
+# published code runs the cascade with one generator.
+OWN_SEED = "own seed"
+CONTINUE_STAGE_I = "continue Stage I"
+SEED_MODES = (OWN_SEED, CONTINUE_STAGE_I)
+
+CANDIDATES_TOOLTIP = (
+    "Illusions drawn at once (one batch). Candidate k draws exactly the noise of a single run with seed + k, "
+    "and its image matches that run's up to the UNet's batch-size-dependent rounding: in fp32 up to 4e-4 after "
+    "8 steps on the tiny test models (within one 8-bit level; fp16 / bf16 round more coarsely), in float64 "
+    "exactly or to about 1e-14."
+)
+STAGE_II_SEED_TOOLTIP = (
+    "'own seed': the seed of the first image; image k of the batch uses seed + k. 'continue Stage I' (see "
+    "seed_mode): Stage I's seed, so link one Int primitive to both seeds or copy the value."
+)
+SEED_MODE_TOOLTIP = (
+    "'own seed' starts Stage II's randomness afresh. 'continue Stage I' continues Stage I's, as the paper's "
+    "generate.py does with one generator: given Stage I's seed (the seed widget), steps and schedule (the two "
+    "Stage I widgets below), image k of the batch continues Stage I's candidate k (seed + k), so the 64 -> 256 "
+    "cascade reproduces the paper's images for the same seed. To continue one candidate picked from a batch, "
+    "give seed + k."
+)
+
+
+def _schedule_input(
+    name: str, default: str, *, display_name: str | None = None, optional: bool = False, tooltip_prefix: str = ""
+) -> io.Combo.Input:
     return io.Combo.Input(
-        "schedule",
+        name,
+        display_name=display_name,
         options=[STEP_COUNT, *IF_SCHEDULE_NAMES],
         default=default,
-        tooltip="'steps' spaces the steps evenly; the others are DeepFloyd's tuned timestep lists "
+        optional=optional,
+        tooltip=tooltip_prefix + "'steps' spaces the steps evenly; the others are DeepFloyd's tuned timestep lists "
         "(fast27 / smart* for Stage I, super* for Stage II) and replace the steps value.",
     )
 
 
-def _common_inputs(model_input: io.Input) -> list[io.Input]:
+def _common_inputs(model_input: io.Input, seed_tooltip: str) -> list[io.Input]:
     return [
         model_input,
         Prompts.Input("prompts", tooltip="From the Anagram Prompt Encoder: prompt k pairs with view k."),
         Views.Input("views", tooltip="The chain of view nodes, in prompt order."),
-        io.Int.Input("seed", default=0, min=0, max=0xFFFF_FFFF_FFFF_FFFF, control_after_generate=True,
-                     tooltip="Seed of the first candidate; candidate k uses seed + k, as the paper's seeds do."),
+        io.Int.Input(
+            "seed", default=0, min=0, max=0xFFFF_FFFF_FFFF_FFFF, control_after_generate=True, tooltip=seed_tooltip
+        ),
         io.Int.Input("steps", default=30, min=1, max=1000, tooltip="Denoising steps (paper: 30)."),
-        _schedule_input(STEP_COUNT),
-        io.Float.Input("guidance", default=10.0, min=0.0, max=50.0, step=0.1,
-                       tooltip="Classifier-free guidance scale for every view (paper: 10)."),
-        io.Combo.Input("reduction", options=["auto", *REDUCTIONS], default="auto",
-                       tooltip="How the views' noise estimates combine: mean (anagrams), sum (factorized hybrid views), "
-                       "alternate (one view per step). 'auto' picks sum when every view is factorized, else mean."),
+        _schedule_input("schedule", STEP_COUNT),
+        io.Float.Input(
+            "guidance",
+            default=10.0,
+            min=0.0,
+            max=50.0,
+            step=0.1,
+            tooltip="Classifier-free guidance scale for every view (paper: 10).",
+        ),
+        io.Combo.Input(
+            "reduction",
+            options=["auto", *REDUCTIONS],
+            default="auto",
+            tooltip="How the views' noise estimates combine: mean (anagrams), sum (factorized hybrid "
+            "views), alternate (one view per step). 'auto' picks sum when every view is factorized, "
+            "else mean.",
+        ),
     ]
 
 
@@ -58,10 +107,31 @@ def _reduction(choice: str, views) -> str:
     return "sum" if all(view.reduction == "sum" for view in views) else "mean"
 
 
-def _run(label: str, sample, loaded, *, prompts, views, seed, steps, schedule, guidance, reduction,
-         **stage_inputs) -> torch.Tensor:
-    """Run a core sampler with ComfyUI's progress bar, previews, cancel and readable errors."""
-    timesteps = None if schedule == STEP_COUNT else schedule
+def _timesteps(schedule: str) -> str | None:
+    return None if schedule == STEP_COUNT else schedule
+
+
+def _out_of_memory(label: str, error: BaseException) -> BaseException:
+    return out_of_memory(
+        f"{label}: out of memory. Lower 'candidates' (Stage I) or the image batch (Stage II), pick offload "
+        "'model' (or 'sequential') in the IF loader, or load a smaller model (IF-I-L / IF-I-M, IF-II-M).",
+        error,
+    )
+
+
+@contextlib.contextmanager
+def _readable_errors(label: str) -> Iterator[None]:
+    """Input problems and out-of-memory, as messages that name the node, the input and the fix."""
+    try:
+        yield
+    except SamplingInputError as error:
+        raise ValueError(f"{label}: {error.input_name}: {error.problem}") from error
+    except out_of_memory_errors() as error:
+        raise _out_of_memory(label, error) from error
+
+
+def _run(sample, loaded, *, prompts, views, seed, steps, schedule, guidance, reduction, **stage_inputs) -> torch.Tensor:
+    """Run a core sampler with ComfyUI's progress bar, previews and cancel."""
     progress = comfy.utils.ProgressBar(steps)
 
     def on_step(info) -> None:
@@ -71,28 +141,20 @@ def _run(label: str, sample, loaded, *, prompts, views, seed, steps, schedule, g
         # The progress hook also raises if the user pressed cancel.
         progress.update_absolute(info.step, info.total, ("JPEG", preview_image, PREVIEW_SIZE))
 
-    try:
-        result = sample(
-            unet=loaded.pipeline.unet,
-            scheduler=loaded.pipeline.scheduler,
-            views=list(views),
-            embeddings=prompts.embeddings,
-            seed=seed,
-            num_inference_steps=steps,
-            timesteps=timesteps,
-            guidance_scale=guidance,
-            reduction=_reduction(reduction, views),
-            callback=on_step,
-            device=loaded.device,
-            **stage_inputs,
-        )
-    except SamplingInputError as error:
-        raise ValueError(f"{label}: {error.input_name}: {error.problem}") from error
-    except torch.OutOfMemoryError as error:
-        raise RuntimeError(
-            f"{label}: out of memory. Lower 'candidates', pick offload 'model' (or 'sequential') in the IF loader, "
-            "or load a smaller model (IF-I-L / IF-I-M, IF-II-M)."
-        ) from error
+    result = sample(
+        unet=loaded.pipeline.unet,
+        scheduler=loaded.pipeline.scheduler,
+        views=list(views),
+        embeddings=prompts.embeddings,
+        seed=seed,
+        num_inference_steps=steps,
+        timesteps=_timesteps(schedule),
+        guidance_scale=guidance,
+        reduction=_reduction(reduction, views),
+        callback=on_step,
+        device=loaded.device,
+        **stage_inputs,
+    )
     return result.images
 
 
@@ -106,17 +168,22 @@ class AnagramStageI(io.ComfyNode):
             description="Draws a 64 px illusion with DeepFloyd IF Stage I: every view is denoised with its own "
             "prompt at every step (Geng et al., Visual Anagrams).",
             inputs=[
-                *_common_inputs(StageIModel.Input("model", tooltip="An IF Stage I model (IF-I-M / L / XL).")),
-                io.Int.Input("candidates", default=1, min=1, max=16,
-                             tooltip="Illusions drawn at once (one batch); candidate k equals seed + k alone."),
+                *_common_inputs(
+                    StageIModel.Input("model", tooltip="An IF Stage I model (IF-I-M / L / XL)."),
+                    seed_tooltip="Seed of the first candidate; candidate k uses seed + k, as the paper's seeds do.",
+                ),
+                io.Int.Input("candidates", default=1, min=1, max=16, tooltip=CANDIDATES_TOOLTIP),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The 64 px illusions, one per candidate.")],
         )
 
     @classmethod
-    def execute(cls, model, candidates, **sampling_inputs) -> io.NodeOutput:
-        images = _run("Anagram Sampler (Stage I)", sample_stage_1, model.get(), num_candidates=candidates,
-                      **sampling_inputs)
+    def execute(cls, model, prompts, views, candidates, **sampling_inputs) -> io.NodeOutput:
+        check_sockets(cls, model=model, prompts=prompts, views=views)
+        with _readable_errors(node_label(cls)):
+            images = _run(
+                sample_stage_1, model.get(), prompts=prompts, views=views, num_candidates=candidates, **sampling_inputs
+            )
         return io.NodeOutput(to_comfy_image(images))
 
 
@@ -129,34 +196,101 @@ class AnagramStageII(io.ComfyNode):
             category=CATEGORY,
             description="Refines 64 px illusions to 256 px with DeepFloyd IF Stage II, keeping every view's prompt.",
             inputs=[
-                *_common_inputs(StageIIModel.Input("model", tooltip="An IF Stage II model (IF-II-M / L).")),
+                *_common_inputs(
+                    StageIIModel.Input("model", tooltip="An IF Stage II model (IF-II-M / L)."),
+                    seed_tooltip=STAGE_II_SEED_TOOLTIP,
+                ),
                 io.Image.Input("image", tooltip="Stage I illusions; other sizes are resized to Stage II's input size."),
-                io.Int.Input("noise_level", default=50, min=0, max=999,
-                             tooltip="Noise added to the upsampled image before refining (paper: 50)."),
+                io.Int.Input(
+                    "noise_level",
+                    default=50,
+                    min=0,
+                    max=999,
+                    tooltip="Noise added to the upsampled image before refining (paper: 50).",
+                ),
+                # Optional, so API graphs written before the seed modes still validate (and run as before).
+                io.Combo.Input(
+                    "seed_mode", options=list(SEED_MODES), default=OWN_SEED, optional=True, tooltip=SEED_MODE_TOOLTIP
+                ),
+                io.Int.Input(
+                    "stage_1_steps",
+                    display_name="Stage I steps",
+                    default=30,
+                    min=1,
+                    max=1000,
+                    optional=True,
+                    tooltip="'continue Stage I' only: the steps Stage I ran (its steps widget).",
+                ),
+                _schedule_input(
+                    "stage_1_schedule",
+                    STEP_COUNT,
+                    display_name="Stage I schedule",
+                    optional=True,
+                    tooltip_prefix="'continue Stage I' only: the schedule Stage I ran. ",
+                ),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The 256 px illusions, one per input image.")],
         )
 
     @classmethod
-    def execute(cls, model, image, noise_level, **sampling_inputs) -> io.NodeOutput:
-        loaded = model.get()
-        low_res = to_model_space(image)
-        expected = loaded.pipeline.unet.config.sample_size // 4  # IF's Stage II upsamples 4x
-        if low_res.shape[-1] != expected or low_res.shape[-2] != expected:
-            # Any picture can be refined; say so, because the illusion's views were drawn at Stage I's size.
-            logging.warning(
-                "Anagram Upscaler (Stage II): image is %dx%d px, resized to %dx%d px (Stage II's input size); "
-                "illusions keep their views only when Stage I made the image.",
-                low_res.shape[-1], low_res.shape[-2], expected, expected,
+    def execute(
+        cls,
+        model,
+        prompts,
+        views,
+        image,
+        noise_level,
+        seed,
+        seed_mode=OWN_SEED,
+        stage_1_steps=30,
+        stage_1_schedule=STEP_COUNT,
+        **sampling_inputs,
+    ) -> io.NodeOutput:
+        label = node_label(cls)
+        check_sockets(cls, model=model, prompts=prompts, views=views, image=image)
+        check_image(cls, "image", image, square=False)
+        with _readable_errors(label):
+            low_res = to_model_space(image)
+            # Before the resize and the clamp below, which would smear or hide NaN and infinite pixels.
+            check_low_res_image(low_res)
+            loaded = model.get()
+            expected = loaded.pipeline.unet.config.sample_size // 4  # IF's Stage II upsamples 4x
+            if low_res.shape[-1] != expected or low_res.shape[-2] != expected:
+                # Any picture can be refined; say so, because the illusion's views were drawn at Stage I's size.
+                logger.warning(
+                    "%s: image is %dx%d px, resized to %dx%d px (Stage II's input size); "
+                    "illusions keep their views only when Stage I made the image.",
+                    label,
+                    low_res.shape[-1],
+                    low_res.shape[-2],
+                    expected,
+                    expected,
+                )
+                low_res = torch.nn.functional.interpolate(low_res, (expected, expected), mode="bicubic", antialias=True)
+            generators = None
+            if seed_mode == CONTINUE_STAGE_I:
+                # Stage I ran an IF Stage I UNet (3 channels in, noise + variance out) at this size. Its
+                # scheduler is taken to place a step count's timesteps as Stage II's does (DDPM, 1000 training
+                # steps, the same spacing; named schedules are explicit lists either way). Its dtype is not
+                # known here; fp16, bf16 and fp32 (every dtype the loaders offer) draw alike.
+                generators = stage_1_generators_after(
+                    seed,
+                    low_res.shape[0],
+                    loaded.pipeline.scheduler,
+                    sample_shape=(3, expected, expected),
+                    num_inference_steps=stage_1_steps,
+                    timesteps=_timesteps(stage_1_schedule),
+                )
+            images = _run(
+                sample_stage_2,
+                loaded,
+                prompts=prompts,
+                views=views,
+                seed=seed,
+                generators=generators,
+                image_noising_scheduler=loaded.pipeline.image_noising_scheduler,
+                image=low_res.clamp(-1, 1),
+                noise_level=noise_level,
+                **sampling_inputs,
             )
-            low_res = torch.nn.functional.interpolate(low_res, (expected, expected), mode="bicubic", antialias=True)
-        images = _run(
-            "Anagram Upscaler (Stage II)",
-            sample_stage_2,
-            loaded,
-            image_noising_scheduler=loaded.pipeline.image_noising_scheduler,
-            image=low_res.clamp(-1, 1),
-            noise_level=noise_level,
-            **sampling_inputs,
-        )
         return io.NodeOutput(to_comfy_image(images))

@@ -47,6 +47,7 @@ MAX_VIEWER_IMAGES = 8
 #: would be tens of megapixels.
 MAX_SPRITE_FRAME = 512
 
+
 def css_motion(motion: WholeImageMotion) -> dict[str, dict[str, str]]:
     """The CSS transition that plays ``motion``: ``{"from": {...}, "to": {...}}`` with
     ``transform`` and ``filter`` strings.
@@ -124,12 +125,14 @@ def viewer_payload(
     transitions: dict[int, list[list[torch.Tensor]]],
     frames_per_view: int,
     hold_frames: int,
+    frame_picture_size: int,
 ) -> dict:
     """The viewer's data for ``pictures`` ((B, H, W, 3) ComfyUI images).
 
     ``captions[k]`` is the prompt view k reveals ("" without prompts); ``transitions[k][b]``
     holds the animation frames ((F, F, 3) ComfyUI images, picture to view) of picture b
-    under view k, for every view played with frames.
+    under view k, for every view played with frames, rendered from the picture at
+    ``frame_picture_size`` px (F = ``frame_size(frame_picture_size)``).
     """
     payload_views = []
     for index, view in enumerate(views):
@@ -145,7 +148,7 @@ def viewer_payload(
         # The picture's side as a fraction of an animation frame's (a frame is the picture on a
         # white square 1.5 times its size), so the viewer lays its stage out exactly as the
         # frames are and switches between the picture and the frames without a jump.
-        "picture_fraction": pictures.shape[1] / frame_size(pictures.shape[1]),
+        "picture_fraction": frame_picture_size / frame_size(frame_picture_size),
         "frames_per_view": frames_per_view,
         "hold_frames": hold_frames,
     }

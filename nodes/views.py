@@ -13,6 +13,8 @@ from comfy_api.latest import io
 
 from ..sampling.inputs import MAX_VIEWS
 from ..views import VIEW_CLASSES, ParamSpec, View, ViewError, make_view
+from .labels import node_label
+from .sockets import check_sockets
 from .types import CATEGORY, Views
 
 
@@ -23,8 +25,9 @@ def _widget(spec: ParamSpec) -> io.Input:
     if spec.type is int:
         # A view's seed fixes its arrangement: it must not re-roll after every run, which the
         # frontend does to any INT named "seed" unless told otherwise.
-        return io.Int.Input(spec.name, default=spec.default, min=spec.min, max=spec.max, tooltip=tooltip,
-                            control_after_generate=False)
+        return io.Int.Input(
+            spec.name, default=spec.default, min=spec.min, max=spec.max, tooltip=tooltip, control_after_generate=False
+        )
     return io.Float.Input(spec.name, default=spec.default, min=spec.min, max=spec.max, step=0.01, tooltip=tooltip)
 
 
@@ -66,8 +69,9 @@ class ViewNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, views=None, **params) -> io.NodeOutput:
+        check_sockets(cls, views=views)
         chain = tuple(views or ())
-        label = f"View: {cls.view_class.label}"
+        label = node_label(cls)
         if len(chain) >= MAX_VIEWS:
             raise ValueError(
                 f"{label}: the chain already holds {len(chain)} views; an illusion takes at most {MAX_VIEWS}. "

@@ -7,10 +7,18 @@ prompts the way IF's own pipeline does.
 """
 
 from .errors import SamplingCancelled, SamplingInputError
-from .loading import DTYPES, HUB_IDS, OFFLOADS, LoadedStage, ModelLoadError, estimated_bytes, load_if_stage, release
+from .loading import DTYPES, HUB_IDS, OFFLOADS, LoadedStage, estimated_bytes, load_if_stage, release
+from .model_errors import LoadCancelled, ModelLoadError
 from .multiview import REDUCTIONS, MultiViewDenoiser, PromptEmbeddings
 from .schedules import IF_SCHEDULE_NAMES, if_timestep_schedule
-from .stages import SampleResult, StepInfo, candidate_generators, sample_stage_1, sample_stage_2
+from .stages import (
+    SampleResult,
+    StepInfo,
+    candidate_generators,
+    sample_stage_1,
+    sample_stage_2,
+    stage_1_generators_after,
+)
 from .text import PRECISIONS, T5Encoder, encode_prompts, load_t5, release_t5
 
 __all__ = [
@@ -18,6 +26,7 @@ __all__ = [
     "HUB_IDS",
     "OFFLOADS",
     "PRECISIONS",
+    "LoadCancelled",
     "LoadedStage",
     "ModelLoadError",
     "T5Encoder",
@@ -39,4 +48,5 @@ __all__ = [
     "if_timestep_schedule",
     "sample_stage_1",
     "sample_stage_2",
+    "stage_1_generators_after",
 ]

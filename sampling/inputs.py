@@ -80,7 +80,11 @@ class RunChecks:
                 f"{positive.shape[0]} prompts for {len(self.views)} views: give exactly one prompt per view, "
                 "in view order",
             )
-        if negative.ndim != 3 or negative.shape[0] not in (1, positive.shape[0]) or negative.shape[1:] != positive.shape[1:]:
+        if (
+            negative.ndim != 3
+            or negative.shape[0] not in (1, positive.shape[0])
+            or negative.shape[1:] != positive.shape[1:]
+        ):
             raise SamplingInputError(
                 "negative embeddings",
                 f"shape {tuple(negative.shape)} does not match the prompts' {tuple(positive.shape)} "
@@ -103,9 +107,11 @@ class RunChecks:
                     "generators", f"{len(self.generators)} generators for {self.num_candidates} candidates"
                 )
             if any(g.device.type != "cpu" for g in self.generators):
-                raise SamplingInputError("generators", "generators must be CPU generators (seeds are device-independent)")
-        elif not 0 <= int(self.seed) <= MAX_SEED - (self.num_candidates - 1):
-            raise SamplingInputError("seed", f"seed must be in [0, {MAX_SEED - (self.num_candidates - 1)}], got {self.seed}")
+                raise SamplingInputError(
+                    "generators", "generators must be CPU generators (seeds are device-independent)"
+                )
+        else:
+            check_seed(self.seed, self.num_candidates)
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise SamplingInputError("max batch size", f"must be at least 1, got {self.max_batch_size}")
 
@@ -138,6 +144,45 @@ def check_stage_1_unet(unet) -> None:
     _check_square_sample_size(unet)
 
 
+def check_seed(seed: int, num_candidates: int) -> None:
+    """Candidates use seeds ``seed .. seed + num_candidates - 1``: all must be valid torch seeds."""
+    if not 0 <= int(seed) <= MAX_SEED - (num_candidates - 1):
+        raise SamplingInputError("seed", f"seed must be in [0, {MAX_SEED - (num_candidates - 1)}], got {seed}")
+
+
+def check_low_res_image(image: torch.Tensor) -> None:
+    """Stage II's input picture (K, 3, h, w) in model space: some images, three channels, finite pixels.
+
+    Checked before anything else touches the batch: an empty batch would otherwise read as "0 candidates",
+    and a NaN or infinite pixel would be refined into noise without a word (a clamp keeps NaN, and turns
+    infinities into plausible-looking saturated pixels).
+    """
+    if image.ndim != 4:
+        raise SamplingInputError(
+            "image", f"expected a batch of images (K, 3, h, w), got shape {tuple(image.shape)}. Connect an IMAGE"
+        )
+    if image.shape[0] == 0:
+        raise SamplingInputError(
+            "image", "the batch holds no images. Connect a batch of at least one image, such as Stage I's output"
+        )
+    channels = image.shape[1]
+    if channels != 3:
+        raise SamplingInputError(
+            "image",
+            f"the images have {channels} colour channel{'s' if channels != 1 else ''}, Stage II refines RGB "
+            "images (3 channels). Convert them to RGB first (drop an alpha channel; repeat a grey one)",
+        )
+    finite = torch.isfinite(image)
+    if not bool(finite.all()):
+        bad_images = [index + 1 for index, ok in enumerate(finite.flatten(1).all(1).tolist()) if not ok]
+        raise SamplingInputError(
+            "image",
+            f"{int((~finite).sum())} pixel values are NaN or infinite (image{'s' if len(bad_images) > 1 else ''} "
+            f"{', '.join(map(str, bad_images))} of {image.shape[0]}). Fix the node that made the image, or replace "
+            "those pixels before Stage II: it cannot refine them",
+        )
+
+
 def check_stage_2_inputs(unet, image_noising_scheduler, image: torch.Tensor, noise_level: int) -> None:
     config = unet.config
     if config.in_channels != 6:
@@ -147,7 +192,8 @@ def check_stage_2_inputs(unet, image_noising_scheduler, image: torch.Tensor, noi
             "model (IF-II-M or IF-II-L) for Stage II",
         )
     size = _check_square_sample_size(unet)
-    if image.ndim != 4 or image.shape[1] != 3 or image.shape[2] != image.shape[3] or image.shape[0] < 1:
+    check_low_res_image(image)
+    if image.shape[2] != image.shape[3]:
         raise SamplingInputError(
             "image", f"expected a batch of square RGB images (K, 3, h, h), got shape {tuple(image.shape)}"
         )

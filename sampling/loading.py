@@ -1,100 +1,94 @@
 """Loading DeepFloyd IF's stages as diffusers pipelines, with errors that say what to do.
 
-``load_if_stage(source, stage, device=..., dtype=..., offload=...)`` loads
+``load_if_stage(source, stage, device=..., dtype=..., offload=..., should_stop=...)`` loads
 
 * Stage I  (``IFPipeline``, text -> 64 px),
 * Stage II (``IFSuperResolutionPipeline``, 64 -> 256 px),
 * Stage III (``StableDiffusionUpscalePipeline``, Stable Diffusion's x4 upscaler),
 
 from a local diffusers folder (ComfyUI's ``models/diffusers/<name>``) or a
-Hugging Face id. Stages I and II load *without* T5 (``text.load_t5`` encodes
-prompts once for every stage), and no stage loads a safety checker, watermarker
-or feature extractor. Stage III keeps its own small CLIP text encoder. Weights
-are read from safetensors only: pickled ``.bin``/``.pt`` files are refused.
+Hugging Face id. A Hub id is first downloaded (only the files the stage loads,
+bounded in time and cancellable: :mod:`.hub`), then loaded like a local folder.
+Stages I and II load *without* T5 (``text.load_t5`` encodes prompts once for
+every stage), and no stage loads a safety checker, watermarker or feature
+extractor. Stage III keeps its own small CLIP text encoder. Weights are read
+from safetensors only: pickled ``.bin``/``.pt`` files are refused, and every
+safetensors header is checked before diffusers reads the file.
 
 Every failure the user can fix raises :class:`ModelLoadError`, whose message
-names the path or id, what is wrong and what to do about it. This module is
-also the one home of the missing-model and Hugging Face Hub messages
-(:func:`hub_error_message`, :func:`missing_folder_message`) that the T5 loader
-shares. No ComfyUI import: the nodes pass the torch device and paths in.
+names the path or id, what is wrong and what to do about it. No ComfyUI import:
+the nodes pass the torch device, the paths and the cancel check in.
+
+The names the nodes import from here (the loader's public interface) are listed in ``__all__``; some live in
+the modules of their concern and are re-exported.
 """
 
 from __future__ import annotations
 
-import functools
-import gc
 import inspect
-import json
 import logging
 import os
-import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-logger = logging.getLogger(__name__)
+from .device_memory import OUT_OF_MEMORY_ERRORS, element_size, empty_device_caches, free_module
+from .hub import ShouldStop, download_weights, resolve_source
+from .if_models import (
+    COMFY_DIFFUSERS_DIR,
+    HUB_IDS,
+    HUB_PARAMETER_COUNTS,
+    STAGE_3_HUB_IDS,
+    STAGE_CONFIG_FOLDERS,
+    STAGE_LABELS,
+    STAGE_LAYOUTS,
+    STAGE_NAMES,
+    STAGE_WEIGHT_COMPONENTS,
+    STAGES,
+    T5_HUB_ID,
+    known_hub_stage,
+)
+from .library_versions import diffusers_dtype_kwarg, sequential_offload_runs_on_cpu
+from .model_errors import LoadCancelled, ModelLoadError, first_line
+from .model_folders import (
+    DIFFUSERS_WEIGHTS_NAME,
+    TRANSFORMERS_WEIGHTS_NAME,
+    detect_stage,
+    has_variant_files,
+    missing_folder_message,
+    pickle_only_message,
+    read_json_object,
+    stage_from_configs,
+    try_read_json_object,
+    weight_file_patterns,
+    weight_files,
+)
+from .safetensors_headers import check_safetensors_files, safetensors_parameter_count
+from .scrubbing import scrub_secrets
 
-# -- the models -------------------------------------------------------------------------------
-STAGE_1_HUB_IDS = ("DeepFloyd/IF-I-M-v1.0", "DeepFloyd/IF-I-L-v1.0", "DeepFloyd/IF-I-XL-v1.0")
-STAGE_2_HUB_IDS = ("DeepFloyd/IF-II-M-v1.0", "DeepFloyd/IF-II-L-v1.0")
-STAGE_3_HUB_IDS = ("stabilityai/stable-diffusion-x4-upscaler",)
-HUB_IDS = {1: STAGE_1_HUB_IDS, 2: STAGE_2_HUB_IDS, 3: STAGE_3_HUB_IDS}
-T5_HUB_ID = "DeepFloyd/IF-I-XL-v1.0"  # every IF-I repo ships the same T5-XXL in text_encoder/
-IF_LICENCE_URL = "https://huggingface.co/DeepFloyd/IF-I-XL-v1.0"
-HF_TOKENS_URL = "https://huggingface.co/settings/tokens"
-COMFY_DIFFUSERS_DIR = "ComfyUI/models/diffusers"
+__all__ = [
+    "DTYPES",
+    "HUB_IDS",
+    "OFFLOADS",
+    "T5_HUB_ID",
+    "LoadCancelled",
+    "LoadedStage",
+    "ModelLoadError",
+    "detect_stage",
+    "dtype_name",
+    "estimated_bytes",
+    "load_if_stage",
+    "read_json_object",
+    "release",
+    "resolve_dtype",
+    "stage_file_patterns",
+]
+
+logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 OFFLOADS = ("none", "model", "sequential")
-STAGES = (1, 2, 3)
-
-# Approximate parameter counts of what each stage loads (UNet; Stage III also its
-# VAE and CLIP text encoder), for memory planning before a download or load.
-HUB_PARAMETER_COUNTS = {
-    "DeepFloyd/IF-I-M-v1.0": 400_000_000,
-    "DeepFloyd/IF-I-L-v1.0": 900_000_000,
-    "DeepFloyd/IF-I-XL-v1.0": 4_300_000_000,
-    "DeepFloyd/IF-II-M-v1.0": 450_000_000,
-    "DeepFloyd/IF-II-L-v1.0": 1_200_000_000,
-    # UNet ~473M + VAE ~55M + OpenCLIP ViT-H text encoder ~354M
-    "stabilityai/stable-diffusion-x4-upscaler": 880_000_000,
-}
-T5_XXL_PARAMETER_COUNT = 4_760_000_000  # T5 v1.1 XXL encoder: 24 x 193M + 132M embedding
-
-STAGE_LABELS = {
-    1: "Stage I model (IF-I-M, IF-I-L or IF-I-XL)",
-    2: "Stage II model (IF-II-M or IF-II-L)",
-    3: "Stage III model (stabilityai/stable-diffusion-x4-upscaler)",
-}
-STAGE_NAMES = {1: "Stage I", 2: "Stage II", 3: "Stage III"}
-_STAGE_1_CLASSES = {"IFPipeline", "IFImg2ImgPipeline", "IFInpaintingPipeline"}
-_STAGE_2_CLASSES = {
-    "IFSuperResolutionPipeline",
-    "IFImg2ImgSuperResolutionPipeline",
-    "IFInpaintingSuperResolutionPipeline",
-}
-_STAGE_3_CLASSES = {"StableDiffusionUpscalePipeline"}
-
-# What a stage folder must hold, for messages.
-_LAYOUTS = {
-    1: "model_index.json, unet/ (config.json + diffusion_pytorch_model.safetensors or its .fp16 variant), "
-    "scheduler/ (scheduler_config.json)",
-    2: "model_index.json, unet/ (config.json + diffusion_pytorch_model.safetensors or its .fp16 variant), "
-    "scheduler/ and image_noising_scheduler/ (scheduler_config.json)",
-    3: "model_index.json, unet/ and vae/ (config.json + diffusion_pytorch_model.safetensors), text_encoder/ "
-    "(config.json + model.safetensors), tokenizer/ (vocab.json + merges.txt, or tokenizer.json), scheduler/ and "
-    "low_res_scheduler/",
-}
-# The pipeline components each stage loads weights for (checked for safetensors).
-_WEIGHT_COMPONENTS = {1: ("unet",), 2: ("unet",), 3: ("unet", "vae", "text_encoder")}
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-OUT_OF_MEMORY_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says what to do about it."""
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -155,6 +149,8 @@ def load_if_stage(
     device: torch.device,
     dtype: str = "auto",
     offload: str = "none",
+    should_stop: ShouldStop | None = None,
+    hub_timeout: float | None = None,
 ) -> LoadedStage:
     """Load IF Stage ``stage`` (1, 2 or 3) from a local diffusers folder or a Hub id.
 
@@ -162,7 +158,9 @@ def load_if_stage(
     the CPU); fp16 prefers the repo's ``fp16`` weight variant when it has one.
     ``offload`` is one of :data:`OFFLOADS`: "none" moves the pipeline to
     ``device``; "model" and "sequential" use diffusers' CPU offload towards
-    ``device``.
+    ``device``. A Hub id is downloaded first: ``should_stop()`` (polled while it
+    downloads) cancels with :class:`LoadCancelled`; ``hub_timeout`` seconds
+    without an answer from the Hub fail (default :func:`.hub.hub_timeout`).
     """
     if stage not in STAGES:
         raise ModelLoadError(f"unknown stage {stage!r}: DeepFloyd IF has stages 1, 2 and 3")
@@ -171,20 +169,25 @@ def load_if_stage(
     _check_offload(offload, device)
 
     location = resolve_source(source)
-    if isinstance(location, Path):
-        _check_pipeline_folder(location, stage)
-        preferred = _local_variant(location, _WEIGHT_COMPONENTS[stage], torch_dtype)
-        variants = [preferred, None] if preferred else [None]
-        label = str(location)
+    hub_id = None if isinstance(location, Path) else location
+    if hub_id is None:
+        folder = location
     else:
-        known = known_hub_stage(location)
+        known = known_hub_stage(hub_id)
         if known is not None and known != stage:
-            raise ModelLoadError(_wrong_stage_message(location, known, stage))
-        # Try the smaller fp16 files first; repos without them fall back to the default weights.
-        variants = ["fp16", None] if torch_dtype == torch.float16 else [None]
-        label = location
+            raise ModelLoadError(_wrong_stage_message(hub_id, known, stage))
+        folder = _download_stage(hub_id, stage, torch_dtype, should_stop, hub_timeout)
+        if not (folder / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"'{hub_id}' does not load as a {STAGE_LABELS[stage]}: the repository has no model_index.json. "
+                f"Use one of {', '.join(HUB_IDS[stage])}."
+            )
+    label = hub_id or str(folder)
+    _check_pipeline_folder(folder, stage)
+    preferred = _local_variant(folder, STAGE_WEIGHT_COMPONENTS[stage], torch_dtype)
+    variants = [preferred, None] if preferred else [None]
 
-    pipeline, variant = _from_pretrained(location, stage, torch_dtype, variants)
+    pipeline, variant = _from_pretrained(folder, stage, torch_dtype, variants, hub_id=hub_id)
     _check_loaded_stage(pipeline, stage, label)
     if pipeline.unet.dtype != torch_dtype:  # a diffusers that ignored the dtype argument
         pipeline.to(dtype=torch_dtype, silence_dtype_warnings=True)
@@ -222,7 +225,7 @@ def release(loaded: LoadedStage) -> None:
     if loaded.offload != "none" or getattr(pipeline, "_all_hooks", None):
         try:
             pipeline.remove_all_hooks()
-        except Exception as error:  # accelerate may fail to restore weights; we free them anyway
+        except Exception as error:  # noqa: BLE001 - accelerate may fail to restore weights; we free them anyway
             logger.debug("removing offload hooks failed: %s", error)
     for name, component in list(pipeline.components.items()):
         if isinstance(component, torch.nn.Module):
@@ -245,46 +248,6 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
-def resolve_source(source: str | os.PathLike) -> Path | str:
-    """A local folder (``Path``) or a Hugging Face repo id (``str``).
-
-    Anything that exists on disk is local; a string shaped like ``owner/name``
-    that does not exist is a Hub id; anything else is a missing local path.
-    """
-    if isinstance(source, os.PathLike):
-        return Path(source).expanduser()
-    if not isinstance(source, str) or not source.strip():
-        raise ModelLoadError(f"no model given (got {source!r}): pick a folder or a Hugging Face id")
-    text = source.strip()
-    path = Path(text).expanduser()
-    if path.exists() or not looks_like_hub_id(text):
-        return path
-    return text
-
-
-def looks_like_hub_id(text: str) -> bool:
-    return (
-        not os.path.isabs(text)
-        and not text.startswith((".", "~"))
-        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*", text) is not None
-    )
-
-
-def known_hub_stage(repo_id: str) -> int | None:
-    for stage, ids in HUB_IDS.items():
-        if repo_id in ids:
-            return stage
-    return None
-
-
-def detect_stage(folder: str | os.PathLike) -> int | None:
-    """Which IF stage a local diffusers folder holds, from its configs (no weights read)."""
-    folder = Path(folder)
-    index = read_json(folder / "model_index.json") or {}
-    unet = read_json(folder / "unet" / "config.json")
-    return _stage_from_configs(index.get("_class_name"), unet, (folder / "vae" / "config.json").is_file())
-
-
 def estimated_bytes(
     source: str | os.PathLike,
     dtype: torch.dtype | str,
@@ -296,10 +259,11 @@ def estimated_bytes(
 
     Local folders: exact parameter counts read from the safetensors headers of
     the components the stage loads. Known Hub ids: DeepFloyd's published
-    parameter counts. ``None`` when unknown. ``dtype``: a torch dtype or one of
-    :data:`DTYPES` ("auto" resolved for ``device``).
+    parameter counts. ``None`` when unknown (a broken folder included: the load
+    reports what is wrong). ``dtype``: a torch dtype or one of :data:`DTYPES`
+    ("auto" resolved for ``device``).
     """
-    element = _element_size(dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, torch.device(device)))
+    element = element_size(dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, torch.device(device)))
     location = resolve_source(source)
     if isinstance(location, Path):
         if not location.is_dir():
@@ -307,147 +271,38 @@ def estimated_bytes(
         stage = stage or detect_stage(location)
         if stage is None:
             return None
-        count = sum(_safetensors_parameter_count(location / c) or 0 for c in _WEIGHT_COMPONENTS[stage])
+        count = sum(safetensors_parameter_count(location / c) or 0 for c in STAGE_WEIGHT_COMPONENTS[stage])
         return count * element or None
     count = HUB_PARAMETER_COUNTS.get(location)
     return None if count is None else count * element
 
 
-# -- messages (shared with text.py) -----------------------------------------------------------
-def missing_folder_message(path: Path, what: str, layout: str, where: str) -> str:
-    if path.exists() and not path.is_dir():
-        problem = f"{path} is a file, not a folder"
-    elif path.exists():
-        problem = f"{path} is not a {what} folder"
-    else:
-        problem = f"{path} does not exist"
-    return f"{problem}. A {what} is a diffusers-style folder holding {layout}. Put the folder in {where}."
-
-
-def hub_error_message(repo_id: str, what: str, error: BaseException, *, extra: str = "") -> str:
-    """Why a Hub download failed and exactly what to do; never contains a token."""
-    gated = repo_id.startswith("DeepFloyd/")
-    offline = _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE")
-    root = _root_cause(error)
-    names = {type(e).__name__ for e in _error_chain(error)}
-    if offline:
-        reason = "HF_HUB_OFFLINE is set, so nothing can be downloaded, and the files are not in the local cache"
-    elif "GatedRepoError" in names:
-        reason = "the repository is gated and this account has not been granted access"
-    elif "RepositoryNotFoundError" in names:
-        reason = "the repository was not found (gated repositories look missing when you are not logged in)"
-    elif names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "ConnectTimeout", "ConnectError"}:
-        reason = "the Hub could not be reached and the files are not in the local cache"
-    else:
-        reason = "the download failed"
-    folder_name = repo_id.split("/")[-1]
-    steps = []
-    if gated:
-        also = "" if IF_LICENCE_URL.endswith(repo_id) else f" (and on https://huggingface.co/{repo_id} if its page asks too)"
-        steps.append(
-            f"DeepFloyd IF is gated: while logged in to huggingface.co, accept the licence on {IF_LICENCE_URL}{also}"
-        )
-    steps.append(f"create an access token at {HF_TOKENS_URL}")
-    steps.append(
-        "log in on this machine with `huggingface-cli login` (newer: `hf auth login`), or set the HF_TOKEN "
-        "environment variable before starting ComfyUI"
-    )
-    steps.append("make sure this machine is online and HF_HUB_OFFLINE is not set")
-    numbered = " ".join(f"({i}) {step};" for i, step in enumerate(steps, 1))
-    message = (
-        f"Could not get the {what} '{repo_id}' from the Hugging Face Hub: {reason}. To download it: {numbered} "
-        f"or download the repository's files yourself (e.g. `huggingface-cli download {repo_id} --local-dir "
-        f"{COMFY_DIFFUSERS_DIR}/{folder_name}`) into {COMFY_DIFFUSERS_DIR}/{folder_name}/ and pick that "
-        f"folder instead. {extra}".rstrip()
-    )
-    return scrub_secrets(f"{message} (cause: {type(root).__name__}: {first_line(root)})")
-
-
-def is_hub_error(error: BaseException) -> bool:
-    """An error from fetching files (network, gating, offline cache miss)."""
-    hub_names = {
-        "GatedRepoError",
-        "RepositoryNotFoundError",
-        "RevisionNotFoundError",
-        "EntryNotFoundError",
-        "RemoteEntryNotFoundError",
-        "LocalEntryNotFoundError",
-        "IncompleteSnapshotError",
-        "OfflineModeIsEnabled",
-        "HfHubHTTPError",
-        "LocalTokenNotFoundError",
-        "HFValidationError",
-    }
-    return any(
-        type(e).__name__ in hub_names or isinstance(e, (OSError, ConnectionError, TimeoutError))
-        for e in _error_chain(error)
-    )
-
-
-def scrub_secrets(text: str) -> str:
-    """Remove anything token-like (and the token environment values) from a message."""
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN"):
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    text = re.sub(r"hf_[A-Za-z0-9_-]{4,}", "hf_***", text)
-    return re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
-
-
-# -- helpers shared with text.py ---------------------------------------------------------------
-def free_module(module: torch.nn.Module) -> None:
-    """Release a module's weights at once (to the meta device), wherever they are."""
-    try:
-        module.to("meta")
-    except Exception as error:  # quantized layers may refuse; dropping references still frees them
-        logger.debug("could not move %s to meta: %s", type(module).__name__, error)
-
-
-def empty_device_caches() -> None:
-    """Collect garbage and hand cached accelerator memory back to the driver."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    mps = getattr(torch, "mps", None)
-    if mps is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        mps.empty_cache()
-    xpu = getattr(torch, "xpu", None)
-    if xpu is not None and xpu.is_available():
-        xpu.empty_cache()
-
-
-def weight_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(safetensors files, pickled weight files) directly in ``folder``."""
-    if not folder.is_dir():
-        return [], []
-    files = [p for p in folder.iterdir() if p.is_file()]
-    safe = [p for p in files if p.name.endswith(".safetensors") or p.name.endswith(".safetensors.index.json")]
-    pickled = [p for p in files if p.name.endswith(_PICKLE_SUFFIXES) or p.name.endswith(".bin.index.json")]
-    return safe, pickled
-
-
-def pickle_only_message(folder: Path, what: str) -> str:
-    return (
-        f"{folder} holds the {what} weights only as pickled files ({', '.join(p.name for p in weight_files(folder)[1])}). "
-        "Pickle files can run code when loaded, so this loader reads safetensors only: download the "
-        ".safetensors files of the same repository into this folder, or convert the weights to safetensors "
-        "(load them once in a trusted Python and save_pretrained(..., safe_serialization=True))."
-    )
-
-
-def has_variant_files(folder: Path, variant: str) -> bool:
-    return any(_variant_of(p.name) == variant for p in weight_files(folder)[0])
-
-
-def transformers_dtype_kwarg() -> str:
-    """transformers renamed ``torch_dtype`` to ``dtype`` in 4.56."""
-    import transformers
-    from packaging.version import Version
-
-    return "dtype" if Version(transformers.__version__.split("+")[0]) >= Version("4.56") else "torch_dtype"
+def stage_file_patterns(stage: int, variant: str | None) -> list[str]:
+    """The repository files a stage loads (configs, schedulers, tokenizer and one weight set), as glob patterns."""
+    patterns = ["model_index.json"]
+    for component in STAGE_WEIGHT_COMPONENTS[stage]:
+        weights_name = TRANSFORMERS_WEIGHTS_NAME if component == "text_encoder" else DIFFUSERS_WEIGHTS_NAME
+        patterns += [f"{component}/config.json", *weight_file_patterns(component, weights_name, variant)]
+    patterns += [f"{folder}/*" for folder in STAGE_CONFIG_FOLDERS[stage]]
+    return patterns
 
 
 # -- internals --------------------------------------------------------------------------------
+def _download_stage(repo_id: str, stage: int, torch_dtype: torch.dtype, should_stop, hub_timeout) -> Path:
+    components = STAGE_WEIGHT_COMPONENTS[stage]
+    return download_weights(
+        repo_id,
+        lambda variant: stage_file_patterns(stage, variant),
+        # The smaller fp16 files first; repos without them fall back to the default weights.
+        variant="fp16" if torch_dtype == torch.float16 else None,
+        has_variant=lambda folder: all(has_variant_files(folder / c, "fp16") for c in components),
+        what=f"{STAGE_NAMES[stage]} model",
+        extra=_not_local_note(repo_id),
+        timeout=hub_timeout,
+        should_stop=should_stop,
+    )
+
+
 def _check_offload(offload: str, device: torch.device) -> None:
     if offload not in OFFLOADS:
         raise ModelLoadError(f"unknown offload {offload!r}: choose one of {', '.join(OFFLOADS)}")
@@ -461,31 +316,6 @@ def _check_offload(offload: str, device: torch.device) -> None:
             "on the CPU, where accelerate cannot run it: pick offload 'none' (on the CPU 'model' works too, "
             "and is the same as 'none')"
         )
-
-
-@functools.lru_cache(maxsize=1)
-def sequential_offload_runs_on_cpu() -> bool:
-    """Whether diffusers' sequential CPU offload can run with the CPU as execution device.
-
-    diffusers hands accelerate ``torch.device("cpu:0")`` (it always adds a device
-    index); with that device accelerate 1.15 leaves plain tensors where
-    parameters belong and the first forward raises a TypeError. The probe
-    repeats exactly that on a two-weight module.
-    """
-    try:
-        from accelerate import cpu_offload
-        from accelerate.hooks import remove_hook_from_module
-    except ImportError:
-        return False
-    probe = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    try:
-        cpu_offload(probe, torch.device("cpu:0"), offload_buffers=True)
-        with torch.inference_mode():
-            probe(torch.ones(1, 2))
-        remove_hook_from_module(probe, recurse=True)
-        return True
-    except Exception:
-        return False
 
 
 def _pipeline_class(stage: int):
@@ -511,43 +341,36 @@ def _component_overrides(pipeline_class, stage: int) -> dict:
     return {name: value for name, value in wanted.items() if name in accepted}
 
 
-def _diffusers_dtype_kwarg() -> str:
-    # diffusers deprecated `torch_dtype` for `dtype` (with `_resolve_dtype`); older releases know only torch_dtype.
-    from diffusers.pipelines import pipeline_utils
-
-    return "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
-
-
-def _from_pretrained(location: Path | str, stage: int, torch_dtype: torch.dtype, variants: list[str | None]):
+def _from_pretrained(folder: Path, stage: int, torch_dtype: torch.dtype, variants: list[str | None], hub_id=None):
+    """The pipeline from a checked local folder (``hub_id``: the Hub id the folder was downloaded for)."""
     pipeline_class = _pipeline_class(stage)
     kwargs = dict(_component_overrides(pipeline_class, stage), use_safetensors=True)
-    kwargs[_diffusers_dtype_kwarg()] = torch_dtype
-    what = f"{STAGE_NAMES[stage]} model"
+    kwargs[diffusers_dtype_kwarg()] = torch_dtype
+    label = hub_id or str(folder)
     last_error: BaseException | None = None
     for variant in variants:
         try:
-            return pipeline_class.from_pretrained(location, variant=variant, **kwargs), variant
+            return pipeline_class.from_pretrained(folder, variant=variant, **kwargs), variant
         except (ValueError, OSError, ConnectionError, TimeoutError) as error:
             last_error = error
             if variant is not None:
-                logger.info("no usable %s weights for %s (%s); trying the default weights", variant, location, error)
+                logger.info("no usable %s weights for %s (%s); trying the default weights", variant, label, error)
                 continue
     error = last_error
-    if isinstance(location, Path):
+    if hub_id is not None and isinstance(error, ValueError):
         raise ModelLoadError(
             scrub_secrets(
-                f"could not load the {what} from {location}: {type(error).__name__}: {first_line(error)}. "
-                f"The folder must hold {_LAYOUTS[stage]}."
-            )
-        ) from error
-    if isinstance(error, ValueError) and not is_hub_error(error):
-        raise ModelLoadError(
-            scrub_secrets(
-                f"'{location}' does not load as a {STAGE_LABELS[stage]}: {first_line(error)}. "
+                f"'{hub_id}' does not load as a {STAGE_LABELS[stage]}: {first_line(error)}. "
                 f"Use one of {', '.join(HUB_IDS[stage])}."
             )
         ) from error
-    raise ModelLoadError(hub_error_message(location, what, error, extra=_not_local_note(location))) from error
+    source = f"'{hub_id}' (downloaded to {folder})" if hub_id else str(folder)
+    raise ModelLoadError(
+        scrub_secrets(
+            f"could not load the {STAGE_NAMES[stage]} model from {source}: {type(error).__name__}: "
+            f"{first_line(error)}. The folder must hold {STAGE_LAYOUTS[stage]}."
+        )
+    ) from error
 
 
 def _not_local_note(repo_id: str) -> str:
@@ -557,27 +380,31 @@ def _not_local_note(repo_id: str) -> str:
 
 
 def _check_pipeline_folder(folder: Path, stage: int) -> None:
+    """Refuse, before diffusers reads anything, a folder that cannot load as ``stage``: say what is wrong."""
     where = f"{COMFY_DIFFUSERS_DIR}/<folder> (for example {COMFY_DIFFUSERS_DIR}/{HUB_IDS[stage][-1].split('/')[-1]})"
     what = f"{STAGE_LABELS[stage]}"
-    if not folder.is_dir() or not (folder / "model_index.json").is_file():
-        message = missing_folder_message(folder, what, _LAYOUTS[stage], where)
+    if not folder.is_dir() or not (folder / "model_index.json").exists():
+        message = missing_folder_message(folder, what, STAGE_LAYOUTS[stage], where)
         if folder.is_dir() and (folder / "text_encoder").is_dir() and not (folder / "unet").is_dir():
             message += " (This looks like a text encoder folder: load it with the T5 loader.)"
         raise ModelLoadError(message)
+    read_json_object(folder / "model_index.json")  # each raises naming the file, the problem and the fix
+    read_json_object(folder / "unet" / "config.json")
     found = detect_stage(folder)
     if found != stage:
         raise ModelLoadError(_wrong_stage_message(str(folder), found, stage, folder=folder))
-    for component in _WEIGHT_COMPONENTS[stage]:
+    for component in STAGE_WEIGHT_COMPONENTS[stage]:
         sub = folder / component
         safe, pickled = weight_files(sub)
         if safe:
+            check_safetensors_files(sub)
             continue
         if pickled:
             raise ModelLoadError(pickle_only_message(sub, f"{STAGE_NAMES[stage]} {component}"))
         raise ModelLoadError(
             f"{sub} has no weights: it needs config.json and the .safetensors weights "
             f"({'model' if component == 'text_encoder' else 'diffusion_pytorch_model'}.safetensors, or the "
-            f"fp16 variant) from the model's repository. The folder must hold {_LAYOUTS[stage]}."
+            f"fp16 variant) from the model's repository. The folder must hold {STAGE_LAYOUTS[stage]}."
         )
     if stage == 3:
         tokenizer = folder / "tokenizer"
@@ -596,42 +423,25 @@ def _local_variant(folder: Path, components: tuple[str, ...], torch_dtype: torch
     return "fp16" if any(has_variant_files(folder / c, "fp16") for c in components) else None
 
 
-def _stage_from_configs(class_name: str | None, unet: dict | None, has_vae: bool) -> int | None:
-    if unet is not None:
-        in_channels = unet.get("in_channels")
-        if in_channels == 3 and unet.get("class_embed_type") is None:
-            return 1
-        if in_channels == 6 and unet.get("class_embed_type") is not None:
-            return 2
-        if in_channels == 7 and has_vae:
-            return 3
-        return None
-    if class_name in _STAGE_1_CLASSES:
-        return 1
-    if class_name in _STAGE_2_CLASSES:
-        return 2
-    if class_name in _STAGE_3_CLASSES:
-        return 3
-    return None
-
-
 def _check_loaded_stage(pipeline, stage: int, label: str) -> None:
     unet = getattr(pipeline, "unet", None)
     config = dict(unet.config) if unet is not None else None
-    found = _stage_from_configs(type(pipeline).__name__, config, getattr(pipeline, "vae", None) is not None)
+    found = stage_from_configs(type(pipeline).__name__, config, getattr(pipeline, "vae", None) is not None)
     if found != stage:
         raise ModelLoadError(_wrong_stage_message(label, found, stage, unet_config=config))
 
 
-def _wrong_stage_message(label: str, found: int | None, stage: int, *, folder: Path | None = None, unet_config=None) -> str:
+def _wrong_stage_message(
+    label: str, found: int | None, stage: int, *, folder: Path | None = None, unet_config=None
+) -> str:
     if found is not None:
         return (
             f"{label} holds a {STAGE_LABELS[found]}, not a {STAGE_LABELS[stage]}: load it with the "
             f"{STAGE_NAMES[found]} loader, and pick a {STAGE_NAMES[stage]} model here"
         )
     if folder is not None:
-        index = read_json(folder / "model_index.json") or {}
-        unet_config = read_json(folder / "unet" / "config.json")
+        index = try_read_json_object(folder / "model_index.json") or {}
+        unet_config = try_read_json_object(folder / "unet" / "config.json")
         kind = index.get("_class_name") or "an unknown pipeline"
     else:
         kind = "a model"
@@ -642,74 +452,3 @@ def _wrong_stage_message(label: str, found: int | None, stage: int, *, folder: P
         f"{label} holds {kind}{detail}, which is not a DeepFloyd IF {STAGE_NAMES[stage]} model: pick a "
         f"{STAGE_LABELS[stage]}, e.g. {HUB_IDS[stage][-1]}"
     )
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _variant_of(filename: str) -> str | None:
-    """'model.fp16-00001-of-00002.safetensors' -> 'fp16'; 'model.safetensors' -> None."""
-    name = re.sub(r"\.index\.json$", "", filename)
-    name = re.sub(r"\.(safetensors|bin)$", "", name)
-    name = re.sub(r"-\d{5}-of-\d{5}$", "", name)
-    parts = name.split(".")
-    return parts[-1] if len(parts) > 1 else None
-
-
-def _safetensors_parameter_count(folder: Path) -> int | None:
-    """Parameters in a component folder, from safetensors headers (one weight set only)."""
-    safe, _ = weight_files(folder)
-    by_variant: dict[str | None, list[Path]] = {}
-    for path in safe:
-        if path.name.endswith(".safetensors"):
-            by_variant.setdefault(_variant_of(path.name), []).append(path)
-    if not by_variant:
-        return None
-    files = by_variant.get(None) or next(iter(by_variant.values()))
-    total = 0
-    for path in files:
-        try:
-            with open(path, "rb") as handle:
-                (length,) = struct.unpack("<Q", handle.read(8))
-                header = json.loads(handle.read(length))
-        except (OSError, ValueError, struct.error):
-            return None
-        for key, entry in header.items():
-            if key == "__metadata__":
-                continue
-            count = 1
-            for dim in entry.get("shape", []):
-                count *= dim
-            total += count
-    return total
-
-
-def _element_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def _error_chain(error: BaseException) -> list[BaseException]:
-    chain, seen = [], set()
-    while error is not None and id(error) not in seen:
-        chain.append(error)
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return chain
-
-
-def _root_cause(error: BaseException) -> BaseException:
-    return _error_chain(error)[-1]
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    line = text[0] if text else type(error).__name__
-    return line if len(line) <= 300 else line[:297] + "..."
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
+# IF predicts 3 noise channels, then (optionally) 3 variance channels; the views know it too, so it has one home.
+from ..views.base import NOISE_CHANNELS
+
 REDUCTIONS = ("mean", "sum", "alternate")
-NOISE_CHANNELS = 3  # IF predicts 3 noise channels, then (optionally) 3 variance channels
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class MultiViewDenoiser:
         else:
             active = list(range(self.num_views))
         guided = self._guided_estimates(sample, timestep, active)  # (len(active), K, C_out, H, W)
-        inverted = torch.stack([self.views[n].inverse(estimate) for n, estimate in zip(active, guided)])
+        inverted = torch.stack([self.views[n].inverse(estimate) for n, estimate in zip(active, guided, strict=True)])
         return self._reduce(inverted)
 
     def _guided_estimates(self, sample: torch.Tensor, timestep: torch.Tensor, active: list[int]) -> torch.Tensor:

@@ -31,9 +31,7 @@ def if_timestep_schedule(name: str) -> list[int]:
     return list(getattr(if_timesteps, f"{name}_timesteps"))
 
 
-def resolve_timesteps(
-    scheduler, num_inference_steps: int | None, timesteps: Sequence[int] | str | None
-) -> None:
+def resolve_timesteps(scheduler, num_inference_steps: int | None, timesteps: Sequence[int] | str | None) -> None:
     """Set ``scheduler``'s timesteps from a step count, an explicit list or an IF schedule name.
 
     Timesteps stay on the CPU: the scheduler indexes its CPU tables with them,
@@ -62,5 +60,5 @@ def _check_timestep_list(scheduler, timesteps: Sequence[int]) -> None:
         raise SamplingInputError("timesteps", "the timestep list is empty")
     if any(int(t) != t or not 0 <= t < train_steps for t in values):
         raise SamplingInputError("timesteps", f"timesteps must be integers in [0, {train_steps - 1}], got {values}")
-    if any(a <= b for a, b in zip(values, values[1:])):
+    if any(a <= b for a, b in zip(values, values[1:], strict=False)):
         raise SamplingInputError("timesteps", "timesteps must be strictly decreasing (noisiest first)")

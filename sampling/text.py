@@ -7,8 +7,10 @@ encodes exactly as diffusers' ``IFPipeline.encode_prompt(prompt,
 clean_caption=False)`` does, one prompt at a time as the paper's
 ``generate.py`` does, so embeddings match the published code bit for bit.
 
-Errors share :mod:`.loading`'s messages (missing folders, gated Hub repos, pickle
-files). No ComfyUI import.
+A Hub id is downloaded first (only T5's files, bounded in time and cancellable:
+:mod:`.hub`), then loaded like a local folder. Errors share the stage loader's
+messages (missing folders, gated Hub repos, pickle files, damaged safetensors).
+No ComfyUI import.
 """
 
 from __future__ import annotations
@@ -24,29 +26,36 @@ from pathlib import Path
 
 import torch
 
+from .device_memory import OUT_OF_MEMORY_ERRORS, empty_device_caches, free_module
 from .errors import SamplingInputError
-from .loading import (
-    COMFY_DIFFUSERS_DIR,
-    OUT_OF_MEMORY_ERRORS,
-    T5_HUB_ID,
-    T5_XXL_PARAMETER_COUNT,
-    ModelLoadError,
-    empty_device_caches,
-    first_line,
-    free_module,
+from .hub import ShouldStop, download_weights, resolve_source
+from .if_models import COMFY_DIFFUSERS_DIR, T5_HUB_ID, T5_XXL_PARAMETER_COUNT
+from .library_versions import transformers_dtype_kwarg
+from .model_errors import LoadCancelled, ModelLoadError, first_line
+from .model_folders import (
+    TRANSFORMERS_WEIGHTS_NAME,
     has_variant_files,
-    hub_error_message,
-    is_hub_error,
-    looks_like_hub_id,
     missing_folder_message,
     pickle_only_message,
-    read_json,
-    resolve_source,
-    scrub_secrets,
-    transformers_dtype_kwarg,
+    read_json_object,
+    try_read_json_object,
+    weight_file_patterns,
     weight_files,
 )
 from .multiview import PromptEmbeddings
+from .safetensors_headers import check_safetensors_files, safetensors_parameter_count
+from .scrubbing import scrub_secrets
+
+__all__ = [
+    "PRECISIONS",
+    "LoadCancelled",
+    "T5Encoder",
+    "encode_prompts",
+    "estimated_t5_bytes",
+    "load_t5",
+    "release_t5",
+    "t5_file_patterns",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +76,7 @@ _T5_WHERE = (
     "text_encoder/ and tokenizer/ are used) or ComfyUI/models/text_encoders/<folder> (just text_encoder/ and "
     "tokenizer/)"
 )
+_T5_TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _BYTES_PER_PARAMETER = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "8bit": 1.1, "4bit": 0.6}
 
 
@@ -115,6 +125,8 @@ def load_t5(
     precision: str | None = None,
     device: torch.device,
     keep_on_cpu: bool = False,
+    should_stop: ShouldStop | None = None,
+    hub_timeout: float | None = None,
 ) -> T5Encoder:
     """Load IF's T5 encoder and tokenizer.
 
@@ -122,6 +134,9 @@ def load_t5(
     accelerator and fp32 on the CPU. ``keep_on_cpu`` keeps the encoder on the
     CPU whatever ``device`` is (no VRAM, slower): there fp16 becomes fp32, while
     bf16, fp32 and (where bitsandbytes runs on the CPU) 8-bit/4-bit are kept.
+    A Hub id is downloaded first: ``should_stop()`` (polled while it downloads)
+    cancels with :class:`LoadCancelled`; ``hub_timeout`` seconds without an
+    answer from the Hub fail (default :func:`.hub.hub_timeout`).
     """
     device = torch.device(device)
     run_device = torch.device("cpu") if keep_on_cpu else device
@@ -137,22 +152,19 @@ def load_t5(
         if problem is not None:
             raise ModelLoadError(f"{BITSANDBYTES_MESSAGE} ({problem})")
 
+    wants_fp16 = precision in ("fp16", "8bit", "4bit")
     location = resolve_source(source)
     if isinstance(location, Path):
-        model_dir, tokenizer_dir = _check_t5_folder(location)
-        model_source, subfolder, label = str(model_dir), None, str(location)
-        wants_fp16 = precision in ("fp16", "8bit", "4bit")
-        preferred = "fp16" if wants_fp16 and has_variant_files(model_dir, "fp16") else None
-        variants = [preferred, None] if preferred else [None]
+        folder, label = location, str(location)
     else:
-        # IF repos keep T5 in text_encoder/ and tokenizer/; other ids are plain T5 repos.
-        subfolder = "text_encoder" if location.startswith("DeepFloyd/") else None
-        model_source, tokenizer_dir, label = location, None, location
-        variants = ["fp16", None] if precision in ("fp16", "8bit", "4bit") else [None]
+        folder, label = _download_t5(location, wants_fp16, should_stop, hub_timeout), location
+    model_dir, tokenizer_dir = _check_t5_folder(folder)
+    preferred = "fp16" if wants_fp16 and has_variant_files(model_dir, "fp16") else None
+    variants = [preferred, None] if preferred else [None]
 
-    tokenizer = _load_tokenizer(tokenizer_dir, label, location)  # small: fails fast
+    tokenizer = _load_tokenizer(tokenizer_dir)  # small: fails fast
     try:
-        model, variant = _load_model(model_source, subfolder, label, precision, run_device, variants)
+        model, variant = _load_model(model_dir, label, precision, run_device, variants)
         if not quantized:
             model.to(run_device)
     except OUT_OF_MEMORY_ERRORS as error:
@@ -217,13 +229,11 @@ def estimated_t5_bytes(source: str | os.PathLike, precision: str) -> int | None:
     """Approximate bytes T5 takes at ``precision``, before loading it (for freeing memory first)."""
     if precision not in PRECISIONS:
         raise ModelLoadError(f"unknown T5 precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    from .loading import _safetensors_parameter_count  # header-only count
-
     location = resolve_source(source)
     count = None
     if isinstance(location, Path):
         for folder in (location / "text_encoder", location):
-            count = _safetensors_parameter_count(folder)
+            count = safetensors_parameter_count(folder)  # header-only count
             if count:
                 break
     elif location.startswith("DeepFloyd/IF-I-"):
@@ -237,7 +247,7 @@ def bitsandbytes_problem() -> str | None:
         return "bitsandbytes is not installed"
     try:
         importlib.import_module("bitsandbytes")
-    except Exception as error:  # broken CUDA setup, unsupported platform, ...
+    except Exception as error:  # noqa: BLE001 - broken CUDA setup, unsupported platform, ...: all mean "cannot use"
         return f"bitsandbytes does not import: {type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
     return None
 
@@ -256,7 +266,9 @@ def _encode_one(t5: T5Encoder, text: str) -> torch.Tensor:
     untruncated = t5.tokenizer([text], padding="longest", return_tensors="pt").input_ids
     if untruncated.shape[-1] > MAX_PROMPT_TOKENS:
         removed = t5.tokenizer.batch_decode(untruncated[:, MAX_PROMPT_TOKENS - 1 : -1])
-        logger.warning("this part of the prompt was cut off, as IF reads only %d tokens: %s", MAX_PROMPT_TOKENS, removed)
+        logger.warning(
+            "this part of the prompt was cut off, as IF reads only %d tokens: %s", MAX_PROMPT_TOKENS, removed
+        )
     model = t5.model
     with _quiet_bitsandbytes_casts():
         states = model(tokens.input_ids.to(t5.device), attention_mask=tokens.attention_mask.to(t5.device))[0]
@@ -291,7 +303,7 @@ def _check_t5_folder(folder: Path) -> tuple[Path, Path]:
         model_dir = folder
         tokenizer_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
     else:
-        index = read_json(folder / "model_index.json")
+        index = try_read_json_object(folder / "model_index.json")
         if index is not None:
             kind = index.get("_class_name", "a diffusers pipeline")
             raise ModelLoadError(
@@ -301,7 +313,7 @@ def _check_t5_folder(folder: Path) -> tuple[Path, Path]:
             )
         raise ModelLoadError(missing_folder_message(folder, "T5 text encoder", _T5_LAYOUT, _T5_WHERE))
 
-    config = read_json(model_dir / "config.json") or {}
+    config = read_json_object(model_dir / "config.json")  # raises naming the file, the problem and the fix
     if config.get("model_type") not in (None, "t5"):
         raise ModelLoadError(
             f"{model_dir} holds a {config.get('model_type')} text encoder, not T5: DeepFloyd IF needs the T5-XXL "
@@ -315,7 +327,8 @@ def _check_t5_folder(folder: Path) -> tuple[Path, Path]:
             f"{model_dir} has no weights: it needs model.safetensors (or its shards and "
             "model.safetensors.index.json) from the IF-I repository's text_encoder/ folder"
         )
-    if not any((tokenizer_dir / name).is_file() for name in ("spiece.model", "tokenizer.json")):
+    check_safetensors_files(model_dir)
+    if not any((tokenizer_dir / name).is_file() for name in _T5_TOKENIZER_FILES[:2]):
         raise ModelLoadError(
             f"{tokenizer_dir} has no T5 tokenizer files: it needs spiece.model (or tokenizer.json) and "
             "tokenizer_config.json from the IF-I repository's tokenizer/ folder"
@@ -323,12 +336,10 @@ def _check_t5_folder(folder: Path) -> tuple[Path, Path]:
     return model_dir, tokenizer_dir
 
 
-def _load_model(model_source, subfolder, label, precision, device, variants):
+def _load_model(model_dir: Path, label: str, precision: str, device: torch.device, variants: list[str | None]):
     from transformers import T5EncoderModel
 
     kwargs = dict(use_safetensors=True)
-    if subfolder:
-        kwargs["subfolder"] = subfolder
     dtype_key = transformers_dtype_kwarg()
     compute = torch.float32 if device.type == "cpu" else torch.float16
     if precision in ("8bit", "4bit"):
@@ -346,7 +357,7 @@ def _load_model(model_source, subfolder, label, precision, device, variants):
     error = None
     for variant in variants:
         try:
-            model = T5EncoderModel.from_pretrained(model_source, variant=variant, **kwargs)
+            model = T5EncoderModel.from_pretrained(str(model_dir), variant=variant, **kwargs)
             if precision == "4bit":
                 _avoid_packed_cpu_path_for_narrow_layers(model)
             return model, variant
@@ -355,12 +366,12 @@ def _load_model(model_source, subfolder, label, precision, device, variants):
             if variant is not None and not isinstance(caught, (ImportError, RuntimeError)):
                 continue
             break
-    if precision in ("8bit", "4bit") and not is_hub_error(error):
+    if precision in ("8bit", "4bit") and not isinstance(error, OSError):  # file errors are not bitsandbytes' fault
         raise ModelLoadError(
-            scrub_secrets(f"{BITSANDBYTES_MESSAGE} (loading {label} failed: {type(error).__name__}: {first_line(error)})")
+            scrub_secrets(
+                f"{BITSANDBYTES_MESSAGE} (loading {label} failed: {type(error).__name__}: {first_line(error)})"
+            )
         ) from error
-    if isinstance(model_source, str) and not Path(model_source).exists() and looks_like_hub_id(model_source):
-        raise ModelLoadError(hub_error_message(model_source, "T5 text encoder", error)) from error
     raise ModelLoadError(
         scrub_secrets(f"could not load the T5 text encoder from {label}: {type(error).__name__}: {first_line(error)}")
     ) from error
@@ -379,29 +390,48 @@ def _avoid_packed_cpu_path_for_narrow_layers(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _load_tokenizer(tokenizer_dir: Path | None, label: str, location):
+def _load_tokenizer(tokenizer_dir: Path):
     from transformers import T5Tokenizer
 
-    if tokenizer_dir is None:
-        # A Hub id: fetch tokenizer/ explicitly (T5Tokenizer.from_pretrained may silently
-        # build an empty tokenizer when it finds no files).
-        try:
-            from huggingface_hub import snapshot_download
-
-            subfolder = "tokenizer" if location.startswith("DeepFloyd/") else ""
-            patterns = [f"{subfolder}/*"] if subfolder else ["*.json", "*.model", "*.txt"]
-            root = Path(snapshot_download(location, allow_patterns=patterns))
-        except Exception as error:  # noqa: BLE001
-            raise ModelLoadError(hub_error_message(location, "T5 text encoder", error)) from error
-        tokenizer_dir = root / subfolder if subfolder else root
-        if not any((tokenizer_dir / name).is_file() for name in ("spiece.model", "tokenizer.json")):
-            raise ModelLoadError(f"{label} has no T5 tokenizer files (spiece.model or tokenizer.json) in {tokenizer_dir.name}/")
     try:
         return T5Tokenizer.from_pretrained(str(tokenizer_dir))
-    except Exception as error:  # noqa: BLE001
-        raise ModelLoadError(
-            scrub_secrets(f"could not load the T5 tokenizer from {tokenizer_dir}: {type(error).__name__}: {first_line(error)}")
-        ) from error
+    except Exception as error:  # any failure of a checked folder is reported with the folder
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        message = f"could not load the T5 tokenizer from {tokenizer_dir}: {reason}"
+        raise ModelLoadError(scrub_secrets(message)) from error
+
+
+def t5_file_patterns(repo_id: str, variant: str | None) -> list[str]:
+    """The repository files the T5 loader needs (config, one weight set, tokenizer), as glob patterns.
+
+    IF repositories keep T5 in text_encoder/ and tokenizer/; other ids are plain T5 repositories.
+    """
+    if repo_id.startswith("DeepFloyd/"):
+        return [
+            "text_encoder/config.json",
+            *weight_file_patterns("text_encoder", TRANSFORMERS_WEIGHTS_NAME, variant),
+            "tokenizer/*",
+        ]
+    return [
+        "config.json",
+        *weight_file_patterns("", TRANSFORMERS_WEIGHTS_NAME, variant),
+        *_T5_TOKENIZER_FILES,
+    ]
+
+
+def _download_t5(repo_id: str, wants_fp16: bool, should_stop, hub_timeout) -> Path:
+    def model_dir(folder: Path) -> Path:
+        return folder / "text_encoder" if repo_id.startswith("DeepFloyd/") else folder
+
+    return download_weights(
+        repo_id,
+        lambda variant: t5_file_patterns(repo_id, variant),
+        variant="fp16" if wants_fp16 else None,  # the smaller files, where the repository has them
+        has_variant=lambda folder: has_variant_files(model_dir(folder), "fp16"),
+        what="T5 text encoder",
+        timeout=hub_timeout,
+        should_stop=should_stop,
+    )
 
 
 def _device_map_target(device: torch.device) -> str:

@@ -38,16 +38,31 @@ SEED_INPUT = ("VisualAnagramsStageI", "seed")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--comfyui", type=Path, default=Path(os.environ.get("COMFYUI_DIR") or DEFAULT_COMFYUI_DIR),
-                        help="ComfyUI checkout to run (default: COMFYUI_DIR, else .cache/comfyui)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT_DIR,
-                        help="where ComfyUI writes the results (default: demo-output/)")
+    parser.add_argument(
+        "--comfyui",
+        type=Path,
+        default=Path(os.environ.get("COMFYUI_DIR") or DEFAULT_COMFYUI_DIR),
+        help="ComfyUI checkout to run (default: COMFYUI_DIR, else .cache/comfyui)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT_DIR,
+        help="where ComfyUI writes the results (default: demo-output/)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="another seed for the sampler (default: the workflow's)")
     parser.add_argument("--port", type=int, default=None, help="port to serve on (default: a free one)")
-    parser.add_argument("--base-dir", type=Path, default=DEFAULT_BASE_DIR,
-                        help="ComfyUI's private base directory: custom_nodes, user, temp (default: .cache/demo-comfyui)")
-    parser.add_argument("--serve", action="store_true",
-                        help="keep the server running afterwards, to open the canvas in a browser (Ctrl+C stops it)")
+    parser.add_argument(
+        "--base-dir",
+        type=Path,
+        default=DEFAULT_BASE_DIR,
+        help="ComfyUI's private base directory: custom_nodes, user, temp (default: .cache/demo-comfyui)",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the server running afterwards, to open the canvas in a browser (Ctrl+C stops it)",
+    )
     args = parser.parse_args(argv)
 
     prompt = json.loads(WORKFLOW.read_text(encoding="utf-8"))
@@ -68,15 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== starting ComfyUI ({server.comfy_dir}) on {server.url}; its log: {server.log_path}", flush=True)
     server.start()
     try:
-        print(f"== ComfyUI answered after {server.boot_seconds:.0f} s; running {WORKFLOW.relative_to(PACK_DIR)}",
-              flush=True)
+        print(
+            f"== ComfyUI answered after {server.boot_seconds:.0f} s; running {WORKFLOW.relative_to(PACK_DIR)}",
+            flush=True,
+        )
         started = time.monotonic()
         entry = run_prompt(server, prompt)
         print(f"== done in {time.monotonic() - started:.1f} s", flush=True)
         print_results(prompt, entry, output_dir)
         if args.serve:
-            print(f"== serving on {server.url} (Templates -> comfyui-visual-anagrams -> digits_demo); Ctrl+C stops it",
-                  flush=True)
+            print(
+                f"== serving on {server.url} (Templates -> comfyui-visual-anagrams -> digits_demo); Ctrl+C stops it",
+                flush=True,
+            )
             while True:
                 server.check_alive()
                 time.sleep(1)

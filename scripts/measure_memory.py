@@ -39,6 +39,7 @@ def peak_mib() -> float:
 def child(models_dir: str, dtype: str, offload: str, precision: str) -> dict:
     sys.path.insert(0, str(REPO / "tests"))
     import torch
+
     from pack import import_submodule
 
     sampling = import_submodule("sampling")
@@ -55,11 +56,16 @@ def child(models_dir: str, dtype: str, offload: str, precision: str) -> dict:
         stage = loading.load_if_stage(Path(models_dir) / "tiny-IF-I", 1, device=cpu, dtype=dtype, offload=offload)
         result["load"] = peak_mib()
         sampling.sample_stage_1(
-            stage.pipeline.unet, stage.pipeline.scheduler, [views.make_view("identity"), views.make_view("flip")],
-            embeddings, num_inference_steps=3, num_candidates=2, device=stage.device,
+            stage.pipeline.unet,
+            stage.pipeline.scheduler,
+            [views.make_view("identity"), views.make_view("flip")],
+            embeddings,
+            num_inference_steps=3,
+            num_candidates=2,
+            device=stage.device,
         )
         result["sample"] = peak_mib()
-    except Exception as error:  # a plan this machine refuses is a result too
+    except Exception as error:  # noqa: BLE001  (a plan this machine refuses, for any reason, is a result too)
         result["refused"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
     return result
 
@@ -73,14 +79,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as models_dir:
         write_tiny_models(Path(models_dir))
-        print("| UNet dtype | offload | T5 precision | imports MiB | after T5 MiB | after Stage I load MiB | "
-              "after sampling MiB | note |")
+        print(
+            "| UNet dtype | offload | T5 precision | imports MiB | after T5 MiB | after Stage I load MiB | "
+            "after sampling MiB | note |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for dtype, offload, precision in PLANS:
-            output = subprocess.run(
-                [sys.executable, __file__, "--child", models_dir, dtype, offload, precision],
-                capture_output=True, text=True, check=True,
-            ).stdout.strip().splitlines()[-1]
+            output = (
+                subprocess.run(
+                    [sys.executable, __file__, "--child", models_dir, dtype, offload, precision],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             r = json.loads(output)
             cells = [f"{r[k]:.0f}" if k in r else "-" for k in ("imports", "t5", "load", "sample")]
             print(f"| {dtype} | {offload} | {precision} | {' | '.join(cells)} | {r.get('refused', '')} |")

@@ -6,6 +6,8 @@
 #   bash scripts/test.sh                 # everything
 #   bash scripts/test.sh -k views -x     # a subset
 #
+# ruff (lint and format check) runs first, over the whole repository, whatever the arguments.
+#
 # VA_VENV overrides where the virtualenv lives (default: .venv in the repo).
 set -euo pipefail
 
@@ -15,6 +17,11 @@ source scripts/lib/env.sh
 
 ensure_test_env
 ensure_browser
+
+# The lint gate (pyproject.toml [tool.ruff]): a lint error or an unformatted file fails the run.
+echo "== ruff check and ruff format --check"
+"$VA_VENV/bin/ruff" check .
+"$VA_VENV/bin/ruff" format --check .
 
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1

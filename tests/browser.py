@@ -8,13 +8,19 @@ own browser download cannot run where the tests run) against the ComfyUI server 
         page.evaluate("() => app.graph._nodes.length")
         shoot(page, "something")            # test-artifacts/browser/something.png
 
-Fixtures: ``browser`` (one chromium per session), ``comfy_page`` (one page on the server per
-module, reused: the frontend takes seconds to load), ``page`` (that page, reset for each test:
-empty graph, no dialog, console messages of this test only in ``page.console``) and
-``fresh_page`` (a page of its own, in a new browser context, for tests about loading).
+Fixtures (tests/conftest.py makes them available to every test module): ``browser`` (one chromium
+per session), ``comfy_page`` (one page on the server per module, reused: the frontend takes seconds
+to load), ``page`` (that page, reset for each test: empty graph, no dialog, console messages of this
+test only in ``page.console``) and ``fresh_page`` (a page of its own, in a new browser context, for
+tests about loading).
 
 Every test here skips, saying why, when ``playwright`` is not installed or no chromium is found
-(``VA_CHROMIUM`` names another binary). CI installs both, so there they run.
+(``VA_CHROMIUM`` names another binary). CI installs both, so there they run. tests/conftest.py marks every
+test using the ``browser`` fixture ``browser`` (and ``comfyui``: the page comes from the test server).
+
+Waiting: CI runs on a busy 2-core machine, where the frontend can take many seconds to react. Tests
+wait on state (``wait_for_function``, locator waits, ``expect``, :func:`next_frames`) with generous
+timeouts that return as soon as the state is there, never on a fixed clock.
 """
 
 from __future__ import annotations
@@ -38,6 +44,12 @@ EXTENSION_PATH = f"/extensions/{PACK_FOLDER_NAME}/"
 EXTENSION_NAME = "visual_anagrams.canvas"
 VIEWPORT = {"width": 1920, "height": 1080}
 
+#: How long the frontend may take to react to something a test did (a click, a key, a graph change) on a
+#: busy machine. Waits return as soon as the state is there: this is the bound for a failure, not a delay.
+STATE_TIMEOUT_MS = 60_000
+#: How long loading the frontend (its app, graph and our extension) may take.
+LOAD_TIMEOUT_MS = 120_000
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",  # root in a container: chromium's sandbox needs namespaces it may not get
@@ -49,14 +61,19 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-#: Frontend settings for the test user: no first-run template dialog over the canvas, no minimap.
-TEST_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
+#: Frontend settings for the test user: no first-run template dialog over the canvas, no minimap, and a
+#: double-click window (default 300 ms between the two presses' time stamps) a busy machine can keep to.
+TEST_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Pointer.DoubleClickTime": 1000}
 
 
 def chromium_path() -> str | None:
     """Debian's chromium (or ``VA_CHROMIUM``), or None."""
-    candidates = [os.environ.get("VA_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                  shutil.which("chromium-browser")]
+    candidates = [
+        os.environ.get("VA_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
@@ -69,8 +86,10 @@ def browser_skip_reason() -> str | None:
     except ImportError:
         return "playwright is not installed (tests/requirements.txt; bash scripts/test.sh installs it)"
     if chromium_path() is None:
-        return ("no chromium found at /usr/bin/chromium (bash scripts/test.sh installs Debian's chromium; "
-                "VA_CHROMIUM points at another one)")
+        return (
+            "no chromium found at /usr/bin/chromium (bash scripts/test.sh installs Debian's chromium; "
+            "VA_CHROMIUM points at another one)"
+        )
     return None
 
 
@@ -95,8 +114,10 @@ class Console:
         page.on("response", lambda r: self.responses.append((r.url, r.status)))
         page.on("console", lambda m: self.messages.append(ConsoleMessage(m.type, m.text, m.location.get("url", ""))))
         # An uncaught exception's stack names the files it went through.
-        page.on("pageerror", lambda e: self.messages.append(
-            ConsoleMessage("pageerror", f"{e}\n{getattr(e, 'stack', '') or ''}")))
+        page.on(
+            "pageerror",
+            lambda e: self.messages.append(ConsoleMessage("pageerror", f"{e}\n{getattr(e, 'stack', '') or ''}")),
+        )
 
     def mark(self) -> int:
         return len(self.messages)
@@ -112,7 +133,8 @@ class Console:
         pack's js/ folder (``/extensions/comfyui-visual-anagrams/...``).
         """
         return [
-            m for m in self.messages[since:]
+            m
+            for m in self.messages[since:]
             if m.type in kinds and (EXTENSION_PATH in m.url or EXTENSION_PATH in m.text)
         ]
 
@@ -148,20 +170,42 @@ def mean_difference(a, b) -> float:
 
 def open_frontend(browser, base_url: str):
     """A new context and page on the frontend, once its app and graph exist; returns (context, page, console)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     context = browser.new_context(viewport=VIEWPORT)
+    # Every locator action and wait without a timeout of its own (clicks, screenshots, expect) gets this one.
+    context.set_default_timeout(STATE_TIMEOUT_MS)
     page = context.new_page()
     console = Console()
     console.attach(page)
-    page.goto(base_url)
+    page.goto(base_url, timeout=LOAD_TIMEOUT_MS)
     page.wait_for_function(
-        "() => window.app && window.app.graph && window.app.canvas && window.app.vueAppReady", timeout=90_000
+        "() => window.app && window.app.graph && window.app.canvas && window.app.vueAppReady", timeout=LOAD_TIMEOUT_MS
     )
     # Extensions are registered before the graph loads; wait for ours (or time out and let the test say so).
-    with contextlib.suppress(Exception):
-        page.wait_for_function(f"() => app.extensions.some(e => e.name === {json.dumps(EXTENSION_NAME)})",
-                               timeout=15_000)
+    with contextlib.suppress(PlaywrightTimeoutError):
+        page.wait_for_function(
+            f"() => app.extensions.some(e => e.name === {json.dumps(EXTENSION_NAME)})", timeout=STATE_TIMEOUT_MS
+        )
     page.console = console
     return context, page, console
+
+
+def next_frames(page, count: int = 3) -> None:
+    """Until the page has drawn ``count`` more animation frames, the canvas redrawn on each: what a change
+    needs to reach the screen (LiteGraph draws on the next frame, and DOM widgets follow its draw). Counted
+    in frames, not milliseconds: on a busy machine frames come later, and this waits for them."""
+    page.evaluate(
+        """(count) => new Promise((done) => {
+            const step = (left) => {
+                if (!left) return done();
+                app.canvas.setDirty(true, true);
+                requestAnimationFrame(() => step(left - 1));
+            };
+            step(count);
+        })""",
+        count,
+    )
 
 
 def reset(page) -> None:
@@ -180,7 +224,7 @@ def reset(page) -> None:
 def load_workflow(page, workflow: dict) -> None:
     """Load a UI-format workflow the way opening its file does."""
     page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
-    page.wait_for_function("(n) => app.graph._nodes.length === n", arg=len(workflow["nodes"]), timeout=20_000)
+    page.wait_for_function("(n) => app.graph._nodes.length === n", arg=len(workflow["nodes"]), timeout=STATE_TIMEOUT_MS)
 
 
 def nodes_of(page, node_type: str) -> list[int]:
@@ -216,14 +260,16 @@ def centre_on(page, node_id: int, margin=(360, 180)) -> None:
         }""",
         [node_id, list(margin)],
     )
-    page.wait_for_timeout(150)  # one frame: DOM widgets follow the canvas on its next draw
+    next_frames(page)  # DOM widgets follow the canvas on its next draw
 
 
 def post_settings(base_url: str, settings: dict) -> None:
     import urllib.request
 
     request = urllib.request.Request(
-        f"{base_url}/api/settings", data=json.dumps(settings).encode(), method="POST",
+        f"{base_url}/api/settings",
+        data=json.dumps(settings).encode(),
+        method="POST",
         headers={"Content-Type": "application/json"},
     )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -258,8 +304,8 @@ def orientation_picture(size: int = 256):
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator:
+@pytest.fixture(scope="session", name="browser")
+def browser_fixture() -> Iterator:
     reason = browser_skip_reason()
     if reason:
         pytest.skip(reason)
@@ -274,14 +320,14 @@ def browser() -> Iterator:
             browser.close()
 
 
-@pytest.fixture(scope="session")
-def frontend_url(comfy_server) -> str:
+@pytest.fixture(scope="session", name="frontend_url")
+def frontend_url_fixture(comfy_server) -> str:
     post_settings(comfy_server.base_url, TEST_SETTINGS)
     return comfy_server.base_url
 
 
-@pytest.fixture(scope="module")
-def comfy_page(browser, frontend_url):
+@pytest.fixture(scope="module", name="comfy_page")
+def comfy_page_fixture(browser, frontend_url):
     context, page, _ = open_frontend(browser, frontend_url)
     try:
         yield page
@@ -289,16 +335,16 @@ def comfy_page(browser, frontend_url):
         context.close()
 
 
-@pytest.fixture
-def page(comfy_page):
+@pytest.fixture(name="page")
+def page_fixture(comfy_page):
     """The module's page with an empty graph; ``page.console_mark`` is where this test's messages start."""
     reset(comfy_page)
     comfy_page.console_mark = comfy_page.console.mark()
     yield comfy_page
 
 
-@pytest.fixture
-def fresh_page(browser, frontend_url):
+@pytest.fixture(name="fresh_page")
+def fresh_page_fixture(browser, frontend_url):
     context, page, _ = open_frontend(browser, frontend_url)
     try:
         yield page
@@ -328,4 +374,4 @@ def fit_view(page, padding: int = 40) -> None:
         }""",
         padding,
     )
-    page.wait_for_timeout(200)
+    next_frames(page)

@@ -72,8 +72,8 @@ PAPER_VIEWS = {
 
 def _combine(noise_pred, views, guidance_scale, reduction, step, noise_channels):
     uncond, cond = noise_pred.chunk(2)
-    uncond = torch.stack([view.inverse_view(pred) for pred, view in zip(uncond, views)])
-    cond = torch.stack([view.inverse_view(pred) for pred, view in zip(cond, views)])
+    uncond = torch.stack([view.inverse_view(pred) for pred, view in zip(uncond, views, strict=True)])
+    cond = torch.stack([view.inverse_view(pred) for pred, view in zip(cond, views, strict=True)])
     uncond, _ = uncond.split(noise_channels, dim=1)
     cond, variance = cond.split(noise_channels, dim=1)
     noise = uncond + guidance_scale * (cond - uncond)
@@ -88,8 +88,17 @@ def _combine(noise_pred, views, guidance_scale, reduction, step, noise_channels)
 
 
 @torch.no_grad()
-def paper_stage_1(pipe, prompt_embeds, negative_prompt_embeds, views, steps, guidance_scale, generator,
-                  reduction="mean", timesteps=None):
+def paper_stage_1(
+    pipe,
+    prompt_embeds,
+    negative_prompt_embeds,
+    views,
+    steps,
+    guidance_scale,
+    generator,
+    reduction="mean",
+    timesteps=None,
+):
     device = torch.device("cpu")
     size = pipe.unet.config.sample_size
     embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
@@ -97,7 +106,9 @@ def paper_stage_1(pipe, prompt_embeds, negative_prompt_embeds, views, steps, gui
         pipe.scheduler.set_timesteps(steps, device=device)
     else:
         pipe.scheduler.set_timesteps(timesteps=timesteps, device=device)
-    images = pipe.prepare_intermediate_images(1, pipe.unet.config.in_channels, size, size, embeds.dtype, device, generator)
+    images = pipe.prepare_intermediate_images(
+        1, pipe.unet.config.in_channels, size, size, embeds.dtype, device, generator
+    )
     for i, t in enumerate(pipe.scheduler.timesteps):
         viewed = torch.stack([view.view(images[0]) for view in views])
         model_input = pipe.scheduler.scale_model_input(torch.cat([viewed] * 2), t)
@@ -108,14 +119,25 @@ def paper_stage_1(pipe, prompt_embeds, negative_prompt_embeds, views, steps, gui
 
 
 @torch.no_grad()
-def paper_stage_2(pipe, image, prompt_embeds, negative_prompt_embeds, views, steps, guidance_scale, noise_level,
-                  generator, reduction="mean"):
+def paper_stage_2(
+    pipe,
+    image,
+    prompt_embeds,
+    negative_prompt_embeds,
+    views,
+    steps,
+    guidance_scale,
+    noise_level,
+    generator,
+    reduction="mean",
+):
     device = torch.device("cpu")
     size = pipe.unet.config.sample_size
     embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
     pipe.scheduler.set_timesteps(steps, device=device)
-    images = pipe.prepare_intermediate_images(1, pipe.unet.config.in_channels // 2, size, size, embeds.dtype, device,
-                                              generator)
+    images = pipe.prepare_intermediate_images(
+        1, pipe.unet.config.in_channels // 2, size, size, embeds.dtype, device, generator
+    )
     image = pipe.preprocess_image(image, 1, device)
     upscaled = F.interpolate(image, (size, size), mode="bilinear", align_corners=True)
     levels = torch.tensor([noise_level] * upscaled.shape[0], device=device)
@@ -126,8 +148,7 @@ def paper_stage_2(pipe, image, prompt_embeds, negative_prompt_embeds, views, ste
         model_input = torch.cat([images, upscaled], dim=1)
         viewed = torch.stack([view.view(model_input[0]) for view in views])
         model_input = pipe.scheduler.scale_model_input(torch.cat([viewed] * 2), t)
-        noise_pred = pipe.unet(model_input, t, encoder_hidden_states=embeds, class_labels=levels,
-                               return_dict=False)[0]
+        noise_pred = pipe.unet(model_input, t, encoder_hidden_states=embeds, class_labels=levels, return_dict=False)[0]
         noise_pred = _combine(noise_pred, views, guidance_scale, reduction, i, model_input.shape[1] // 2)
         images = pipe.scheduler.step(noise_pred, t, images, generator=generator, return_dict=False)[0]
     return images

@@ -15,19 +15,27 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from comfy_server import comfyui_dir, skip_reason
-
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
-
-def test_demo_writes_the_illusion_grid_and_animation_and_stops_the_server(tmp_path):
+def test_demo_writes_the_illusion_grid_and_animation_and_stops_the_server(tmp_path, comfyui_checkout):
     output = tmp_path / "demo-output"
     completed = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "demo.py"), "--comfyui", str(comfyui_dir()),
-         "--output", str(output), "--base-dir", str(tmp_path / "base"), "--seed", "1"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "demo.py"),
+            "--comfyui",
+            str(comfyui_checkout),
+            "--output",
+            str(output),
+            "--base-dir",
+            str(tmp_path / "base"),
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     printed = completed.stdout

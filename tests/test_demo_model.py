@@ -13,16 +13,14 @@ build; demo/README.md has them over 20 seeds.
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
-from pack import PACK_DIR, import_submodule
 
-sys.path.insert(0, str(PACK_DIR / "demo"))
-import digits  # noqa: E402
-import evaluate  # noqa: E402
+import digits  # demo/digits.py (pyproject's pythonpath)
+import evaluate  # demo/evaluate.py
+from pack import import_submodule
 
 loading = import_submodule("sampling.loading")
 MODEL_DIR = evaluate.MODEL_DIR
@@ -54,6 +52,7 @@ def test_the_folder_is_a_small_safetensors_stage_i_with_its_t5():
     assert sum(path.stat().st_size for path in files) < 10_000_000  # a few MB in the repository
 
 
+@pytest.mark.slow  # minutes of sampling (or an SVM fit) on a 2-core CPU
 def test_it_loads_through_the_packs_loaders(model):
     assert model.stage.stage == 1 and model.stage.dtype == torch.float32
     assert model.unet.config.out_channels == 6 and model.unet.config.sample_size == 64
@@ -62,10 +61,12 @@ def test_it_loads_through_the_packs_loaders(model):
     assert model.stage.pipeline.text_encoder is None  # T5 comes from the T5 loader, as for IF
 
 
+@pytest.mark.slow  # minutes of sampling (or an SVM fit) on a 2-core CPU
 def test_the_classifier_reads_held_out_digits(classifier):
     assert classifier.held_out_accuracy() >= 0.95
 
 
+@pytest.mark.slow  # minutes of sampling (or an SVM fit) on a 2-core CPU
 def test_plain_samples_read_as_their_prompt(model, classifier):
     results = evaluate.plain_accuracy(model, classifier, seeds=PLAIN_SEEDS)
     rates = {digit: rate for digit, (rate, _) in results.items()}
@@ -73,6 +74,7 @@ def test_plain_samples_read_as_their_prompt(model, classifier):
     assert min(rates.values()) >= 1 / PLAIN_SEEDS, rates  # every digit drawn right at least once
 
 
+@pytest.mark.slow  # minutes of sampling (or an SVM fit) on a 2-core CPU
 def test_the_illusion_reads_as_prompt_i_in_view_i(model, classifier):
     view, first, second = ILLUSION
     success, per_view, _ = evaluate.illusion_success(model, classifier, view, first, second, seeds=ILLUSION_SEEDS)

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
+from pathlib import Path
 
 import pytest
 import torch
-from pack import import_submodule
 from safetensors.torch import load_file, save_file
+
+from pack import import_submodule
 
 sampling = import_submodule("sampling")
 loading = import_submodule("sampling.loading")
 text = import_submodule("sampling.text")
+hub = import_submodule("sampling.hub")
+if_models = import_submodule("sampling.if_models")
+library_versions = import_submodule("sampling.library_versions")
 views = import_submodule("views")
 
 ModelLoadError = loading.ModelLoadError
@@ -281,7 +287,7 @@ def _assert_hub_message(message: str, repo_id: str, *, gated: bool = True):
     assert "HF_TOKEN" in message and "huggingface-cli login" in message
     assert "https://huggingface.co/settings/tokens" in message
     assert "ComfyUI/models/diffusers/" in message
-    assert (loading.IF_LICENCE_URL in message) == gated
+    assert (hub.IF_LICENCE_URL in message) == gated
     if gated:
         assert "accept the licence" in message
 
@@ -302,9 +308,9 @@ def test_upscaler_hub_id_offline_is_not_called_gated(hub_env):
 
 def test_hub_messages_never_echo_tokens(hub_env):
     error = OSError(f"401 Client Error for url ...: Authorization: Bearer {SECRET} / hf_AbCdEf123456 rejected")
-    message = loading.hub_error_message("DeepFloyd/IF-I-XL-v1.0", "Stage I model", error)
+    message = hub.hub_error_message("DeepFloyd/IF-I-XL-v1.0", "Stage I model", error)
     assert SECRET not in message and "hf_AbCdEf123456" not in message
-    assert loading.IF_LICENCE_URL in message
+    assert hub.IF_LICENCE_URL in message
 
 
 def test_hub_reasons(monkeypatch):
@@ -315,11 +321,11 @@ def test_hub_reasons(monkeypatch):
     # The real class, without the HTTP response its constructor wants (its http library varies by release).
     gated = GatedRepoError.__new__(GatedRepoError)
     Exception.__init__(gated, "Access to model DeepFloyd/IF-I-XL-v1.0 is restricted")
-    message = loading.hub_error_message("DeepFloyd/IF-I-XL-v1.0", "Stage I model", OSError("wrapped"))
+    message = hub.hub_error_message("DeepFloyd/IF-I-XL-v1.0", "Stage I model", OSError("wrapped"))
     assert "the download failed" in message
     wrapped = OSError("cannot load")
     wrapped.__cause__ = gated
-    message = loading.hub_error_message("DeepFloyd/IF-I-XL-v1.0", "Stage I model", wrapped)
+    message = hub.hub_error_message("DeepFloyd/IF-I-XL-v1.0", "Stage I model", wrapped)
     assert "gated and this account has not been granted access" in message
     assert "GatedRepoError" in message
 
@@ -351,7 +357,7 @@ def test_model_offload_builds_and_runs_on_cpu(tiny_models):
 def test_sequential_offload_on_cpu_matches_what_accelerate_does(tiny_models):
     from diffusers import IFPipeline
 
-    runs = loading.sequential_offload_runs_on_cpu()
+    runs = library_versions.sequential_offload_runs_on_cpu()
     # Plain diffusers: the offload builds towards the CPU; whether a forward then runs is the question.
     pipe = IFPipeline.from_pretrained(tiny_models.stage_1, text_encoder=None, tokenizer=None, use_safetensors=True)
     pipe.enable_sequential_cpu_offload(device=CPU)
@@ -379,7 +385,7 @@ def test_release_frees_weights(tiny_models):
     assert loaded.released and loaded.pipeline is None
     assert all(p.device.type == "meta" for p in unet.parameters())
     with pytest.raises(ModelLoadError, match="was released: load it again"):
-        loaded.unet
+        _ = loaded.unet
     loading.release(loaded)  # twice is harmless
 
 
@@ -388,15 +394,15 @@ def test_estimates_for_hub_ids():
     assert loading.estimated_bytes("DeepFloyd/IF-II-L-v1.0", torch.float32) == 4_800_000_000
     assert loading.estimated_bytes("DeepFloyd/IF-I-M-v1.0", "auto", device="cuda") == 800_000_000
     assert loading.estimated_bytes("someone/unknown-model", "fp16") is None
-    assert text.estimated_t5_bytes("DeepFloyd/IF-I-XL-v1.0", "fp16") == 2 * loading.T5_XXL_PARAMETER_COUNT
-    assert set(loading.HUB_PARAMETER_COUNTS) == {i for ids in loading.HUB_IDS.values() for i in ids}
+    assert text.estimated_t5_bytes("DeepFloyd/IF-I-XL-v1.0", "fp16") == 2 * if_models.T5_XXL_PARAMETER_COUNT
+    assert set(if_models.HUB_PARAMETER_COUNTS) == {i for ids in loading.HUB_IDS.values() for i in ids}
 
 
 def test_source_resolution(tmp_path):
-    assert loading.resolve_source("DeepFloyd/IF-I-XL-v1.0") == "DeepFloyd/IF-I-XL-v1.0"
-    assert loading.resolve_source(tmp_path) == tmp_path
-    assert loading.resolve_source(str(tmp_path / "missing")) == tmp_path / "missing"
-    assert loading.resolve_source("./IF-I-XL-v1.0") == loading.Path("./IF-I-XL-v1.0")
+    assert hub.resolve_source("DeepFloyd/IF-I-XL-v1.0") == "DeepFloyd/IF-I-XL-v1.0"
+    assert hub.resolve_source(tmp_path) == tmp_path
+    assert hub.resolve_source(str(tmp_path / "missing")) == tmp_path / "missing"
+    assert hub.resolve_source("./IF-I-XL-v1.0") == Path("./IF-I-XL-v1.0")
 
 
 # -- T5 ---------------------------------------------------------------------------------------
@@ -568,3 +574,213 @@ def test_out_of_memory_says_what_to_pick(tiny_models, monkeypatch):
     monkeypatch.setattr(T5EncoderModel, "to", out_of_memory)
     with pytest.raises(ModelLoadError, match="not enough memory on cpu for the T5 text encoder .* pick 8bit or 4bit"):
         text.load_t5(tiny_models.text_encoder, precision="fp32", device=CPU)
+
+
+# -- broken model folders: listing never fails, loading says what is wrong ----------------------------------------
+model_folders = import_submodule("sampling.model_folders")
+safetensors_headers = import_submodule("sampling.safetensors_headers")
+
+BROKEN_JSON = {
+    "a JSON list": (b"[1, 2]", "holds a JSON list, not an object"),
+    "a JSON number": (b"3", "holds a JSON number, not an object"),
+    "not JSON": (b"{model_index", "is not valid JSON"),
+    "not UTF-8": (b"\xff\xfe\x00{", "is not UTF-8 text"),
+    "empty": (b"", "is not valid JSON"),
+}
+
+
+def _break(path, how):
+    if how == "missing":
+        path.unlink()
+    elif how == "a folder":
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_bytes(BROKEN_JSON[how][0])
+
+
+def _expected_problem(how):
+    return {"missing": "does not exist", "a folder": "is not a regular file"}.get(how) or BROKEN_JSON[how][1]
+
+
+@pytest.mark.parametrize("how", ["missing", "a folder", *BROKEN_JSON])
+@pytest.mark.parametrize("config", ["model_index.json", "unet/config.json"])
+def test_a_broken_config_is_not_a_stage_and_loading_it_says_what_is_wrong(tiny_models, tmp_path, config, how):
+    folder = _copy(tiny_models.stage_1, tmp_path)
+    broken = folder / config
+    _break(broken, how)
+    # Listing: no exception, just "not a stage"; estimates: unknown.
+    assert loading.detect_stage(folder) is None
+    assert loading.estimated_bytes(folder, "fp32") is None
+    with pytest.raises(ModelLoadError) as caught:
+        loading.read_json_object(broken)
+    assert str(caught.value).startswith(f"{broken} {_expected_problem(how)}")
+    with pytest.raises(ModelLoadError) as caught:
+        loading.load_if_stage(folder, 1, device=CPU)
+    message = str(caught.value)
+    if config == "model_index.json" and how == "missing":  # not a model folder: what one holds, where it goes
+        assert f"{folder} is not a Stage I model" in message and "Put the folder in ComfyUI/models/diffusers" in message
+    else:
+        assert f"{broken} {_expected_problem(how)}" in message and "download the file again" in message
+
+
+def test_read_json_object_reads_objects_and_refuses_huge_files(tiny_models, tmp_path):
+    assert loading.read_json_object(tiny_models.stage_1 / "model_index.json")["_class_name"] == "IFPipeline"
+    huge = tmp_path / "model_index.json"
+    with open(huge, "wb") as handle:  # sparse: nothing is written but the size
+        handle.truncate(model_folders.MAX_CONFIG_BYTES + 1)
+    with pytest.raises(ModelLoadError, match="far too large for a JSON config"):
+        loading.read_json_object(huge)
+
+
+def test_a_broken_t5_config_says_what_is_wrong(tiny_models, tmp_path):
+    folder = _copy(tiny_models.text_encoder, tmp_path)
+    config = folder / "text_encoder" / "config.json"
+    config.write_text("[]")
+    with pytest.raises(ModelLoadError, match=f"{config} holds a JSON list, not an object.*download"):
+        text.load_t5(folder, device=CPU)
+
+
+# -- damaged safetensors files ----------------------------------------------------------------------------------
+def _header_length_only(length: int, rest: bytes = b"{}") -> bytes:
+    return struct.pack("<Q", length) + rest
+
+
+DAMAGED_SAFETENSORS = {
+    # (file bytes, what the message says is wrong)
+    "huge header length": (_header_length_only(2**62), f"its header length {2**62} is larger than the file (10 bytes)"),
+    "header is a list": (_header_length_only(2, b"[]"), "its header is a JSON list, not an object"),
+    "header is not JSON": (_header_length_only(3, b"abc"), "its header is not valid JSON"),
+    "shorter than the length": (b"abc", "it is 3 bytes long, shorter than the 8-byte header length"),
+    "entry without shape": (_header_length_only(13, b'{"w": "oops"}'), "its header entry 'w' is not a tensor"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_SAFETENSORS)
+def test_a_damaged_safetensors_file_is_named_with_the_problem_and_the_fix(tiny_models, tmp_path, damage):
+    payload, problem = DAMAGED_SAFETENSORS[damage]
+    stage = _copy(tiny_models.stage_1, tmp_path, "stage")
+    weights = stage / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(payload)
+    t5 = _copy(tiny_models.text_encoder, tmp_path, "t5")
+    t5_weights = t5 / "text_encoder" / "model.safetensors"
+    t5_weights.write_bytes(payload)
+
+    # Estimates before a load read the headers: unknown, not a MemoryError / AttributeError.
+    assert loading.estimated_bytes(stage, "fp32") is None
+    assert text.estimated_t5_bytes(t5, "fp32") is None
+    for load, path in (
+        (lambda: loading.load_if_stage(stage, 1, device=CPU), weights),
+        (lambda: text.load_t5(t5, precision="fp32", device=CPU), t5_weights),
+    ):
+        with pytest.raises(ModelLoadError) as caught:
+            load()
+        message = str(caught.value)
+        assert f"{path} is not a valid safetensors file: {problem}" in message
+        assert "download it again" in message
+
+
+def test_safetensors_header_length_is_capped_like_safetensors_does(tmp_path):
+    path = tmp_path / "big.safetensors"
+    length = safetensors_headers.MAX_HEADER_BYTES + 1
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", length))
+        handle.truncate(8 + length + 16)  # sparse: the file really is that long
+    with pytest.raises(ModelLoadError, match=f"header length {length} is over the 100000000-byte limit"):
+        safetensors_headers.read_safetensors_header(path)
+
+
+def test_safetensors_header_of_a_good_file(tiny_models):
+    from safetensors import safe_open
+
+    path = tiny_models.stage_1 / "unet" / "diffusion_pytorch_model.safetensors"
+    header = safetensors_headers.read_safetensors_header(path)
+    with safe_open(str(path), "pt") as handle:
+        assert set(header) - {"__metadata__"} == set(handle.keys())
+
+
+# -- what a Hub download fetches --------------------------------------------------------------------------------
+def _download_only(source, patterns, target):
+    """Copy the files of ``source`` that a Hub download with ``patterns`` would fetch (huggingface_hub's filter)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    files = [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()]
+    for name in filter_repo_objects(files, allow_patterns=patterns):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / name, target / name)
+    return target
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_the_files_a_hub_download_fetches_are_enough_to_load_the_stage(tiny_models, stage_3_folder, tmp_path, stage):
+    source = {1: tiny_models.stage_1, 2: tiny_models.stage_2, 3: stage_3_folder}[stage]
+    fetched = _download_only(source, loading.stage_file_patterns(stage, None), tmp_path / "snapshot")
+    assert not (fetched / "text_encoder").exists() or stage == 3  # T5 is not fetched with Stage I / II
+    loaded = loading.load_if_stage(fetched, stage, device=CPU)
+    # Every weight the stage holds was fetched (Stage III: the estimate leaves out CLIP's small buffers).
+    assert loaded.estimated_bytes == pytest.approx(loading.estimated_bytes(source, "fp32", stage=stage), rel=1e-3)
+    loading.release(loaded)
+
+
+def test_the_files_a_hub_download_fetches_are_enough_to_load_t5(tiny_models, tmp_path):
+    fetched = _download_only(tiny_models.stage_1, text.t5_file_patterns("DeepFloyd/IF-I-XL-v1.0", None), tmp_path / "s")
+    assert not (fetched / "unet").exists()  # the T5 download skips the UNet
+    t5 = text.load_t5(fetched, precision="fp32", device=CPU)
+    assert t5.embedding_dim == 32
+    text.release_t5(t5)
+
+
+def test_hub_patterns_pick_one_weight_set_of_a_real_if_repository():
+    from huggingface_hub.utils import filter_repo_objects
+
+    # File names as DeepFloyd/IF-I-XL-v1.0 has them (weights in safetensors and pickles, default and fp16).
+    repo = [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "feature_extractor/preprocessor_config.json",
+        "safety_checker/config.json",
+        "safety_checker/model.safetensors",
+        "watermarker/diffusion_pytorch_model.bin",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "unet/diffusion_pytorch_model.bin",
+        "unet/diffusion_pytorch_model.fp16.bin",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors.index.json",
+        "text_encoder/model.safetensors.index.fp16.json",
+        "text_encoder/pytorch_model.bin.index.json",
+        "text_encoder/model-00001-of-00002.safetensors",
+        "text_encoder/model-00002-of-00002.safetensors",
+        "text_encoder/model.fp16-00001-of-00002.safetensors",
+        "text_encoder/model.fp16-00002-of-00002.safetensors",
+        "text_encoder/pytorch_model-00001-of-00002.bin",
+        "tokenizer/spiece.model",
+        "tokenizer/tokenizer_config.json",
+        "tokenizer/special_tokens_map.json",
+    ]
+
+    def fetched(patterns):
+        return set(filter_repo_objects(repo, allow_patterns=patterns))
+
+    configs = {"model_index.json", "scheduler/scheduler_config.json", "unet/config.json"}
+    fp16_unet = "unet/diffusion_pytorch_model.fp16.safetensors"
+    assert fetched(loading.stage_file_patterns(1, "fp16")) == configs | {fp16_unet}
+    assert fetched(loading.stage_file_patterns(1, None)) == configs | {"unet/diffusion_pytorch_model.safetensors"}
+    tokenizer = {"tokenizer/spiece.model", "tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json"}
+    assert fetched(text.t5_file_patterns("DeepFloyd/IF-I-XL-v1.0", "fp16")) == tokenizer | {
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors.index.fp16.json",
+        "text_encoder/model.fp16-00001-of-00002.safetensors",
+        "text_encoder/model.fp16-00002-of-00002.safetensors",
+    }
+    assert fetched(text.t5_file_patterns("DeepFloyd/IF-I-XL-v1.0", None)) == tokenizer | {
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors.index.json",
+        "text_encoder/model-00001-of-00002.safetensors",
+        "text_encoder/model-00002-of-00002.safetensors",
+    }
+    # Every weight file fetched for fp16 is recognised as the fp16 variant (so the load picks it).
+    for name in fetched(text.t5_file_patterns("DeepFloyd/IF-I-XL-v1.0", "fp16")):
+        if name.startswith("text_encoder/model"):
+            assert model_folders.variant_of(name.split("/")[-1]) == "fp16", name

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from comfy_server import PromptRejected, comfy_server  # noqa: F401  (the fixture)
+from comfy_server import PromptRejected
 from pack import import_submodule
+from tiny_graphs import NO_PROMPTS, prompt_nodes, save, stage_1_nodes, stage_2_nodes
 from workflow_tools import DEMO_MODEL, api_workflow, with_tiny_models, workflow_names
 
 views_module = import_submodule("views")
@@ -28,39 +29,35 @@ PACK_NODES = {
     "VisualAnagramsViewPreview",
 } | {f"VisualAnagramsView_{name}" for name in views_module.VIEW_CLASSES}
 
-NO_PROMPTS = {f"prompt_{k}": "" for k in range(1, 9)}
 
-
-def flip_graph(*, steps=2, candidates=2, second_view=("VisualAnagramsView_flip", {}), prompts=None,
-               stage_1_model="tiny-IF-I", frames=4):
+def flip_graph(
+    *,
+    steps=2,
+    candidates=2,
+    second_view=("VisualAnagramsView_flip", {}),
+    prompts=None,
+    stage_1_model="tiny-IF-I",
+    frames=4,
+):
     """Loaders -> two views -> prompts -> Stage I -> Stage II -> saves and the view preview."""
-    prompts = prompts or {"prompt_1": "people around a campfire", "prompt_2": "an old man"}
-    view_class, view_params = second_view
-    sampler = {"seed": 3, "steps": steps, "schedule": "steps", "guidance": 10.0, "reduction": "auto"}
+    sampler = {"seed": 3, "steps": steps}
     return {
-        "1": {"class_type": "VisualAnagramsLoadT5",
-              "inputs": {"encoder": "tiny-t5", "precision": "auto", "device": "default"}},
-        "2": {"class_type": "VisualAnagramsView_identity", "inputs": {}},
-        "3": {"class_type": view_class, "inputs": {"views": ["2", 0], **view_params}},
-        "4": {"class_type": "VisualAnagramsPromptEncoder",
-              "inputs": {"text_encoder": ["1", 0], "views": ["3", 0], "style": "an oil painting of",
-                         "negative": "", "unload_encoder": False, **NO_PROMPTS, **prompts}},
-        "5": {"class_type": "VisualAnagramsLoadStageI",
-              "inputs": {"model": stage_1_model, "dtype": "auto", "offload": "auto"}},
-        "6": {"class_type": "VisualAnagramsStageI",
-              "inputs": {"model": ["5", 0], "prompts": ["4", 0], "views": ["3", 0], "candidates": candidates,
-                         **sampler}},
-        "7": {"class_type": "VisualAnagramsLoadStageII",
-              "inputs": {"model": "tiny-IF-II", "dtype": "auto", "offload": "auto"}},
-        "8": {"class_type": "VisualAnagramsStageII",
-              "inputs": {"model": ["7", 0], "prompts": ["4", 0], "views": ["3", 0], "image": ["6", 0],
-                         "noise_level": 50, **sampler}},
-        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "va/stage2"}},
-        "10": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "va/stage1"}},
-        "11": {"class_type": "VisualAnagramsViewPreview",
-               "inputs": {"image": ["8", 0], "views": ["3", 0], "prompts": ["4", 0], "frames_per_view": frames,
-                          "hold_frames": 1}},
-        "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": "va/grid"}},
+        **prompt_nodes(prompts, second_view=second_view),
+        **stage_1_nodes(model=stage_1_model, candidates=candidates, **sampler),
+        **stage_2_nodes(["6", 0], **sampler),
+        "9": save(["8", 0], "va/stage2"),
+        "10": save(["6", 0], "va/stage1"),
+        "11": {
+            "class_type": "VisualAnagramsViewPreview",
+            "inputs": {
+                "image": ["8", 0],
+                "views": ["3", 0],
+                "prompts": ["4", 0],
+                "frames_per_view": frames,
+                "hold_frames": 1,
+            },
+        },
+        "12": save(["11", 0], "va/grid"),
         "13": {"class_type": "PreviewImage", "inputs": {"images": ["11", 1]}},
     }
 
@@ -91,7 +88,7 @@ def test_object_info_lists_every_node_with_inputs_outputs_and_tooltips(comfy_ser
         assert node["display_name"] and node["description"], node_id
         assert node["output"], node_id
         for section in ("required", "optional"):
-            for name, (kind, *options) in node["input"].get(section, {}).items():
+            for name, (_kind, *options) in node["input"].get(section, {}).items():
                 assert options and options[0].get("tooltip"), f"{node_id}.{name} has no tooltip"
 
 
@@ -148,8 +145,13 @@ def test_flip_illusion_runs_with_progress_previews_and_expected_images(comfy_ser
 
 def test_seed_makes_runs_repeatable_and_changing_it_changes_the_image(comfy_server):
     first = comfy_server.run(flip_graph(steps=1, candidates=1), timeout=600)
-    again = comfy_server.run({**flip_graph(steps=1, candidates=1), "99": {"class_type": "SaveImage", "inputs": {
-        "images": ["6", 0], "filename_prefix": "va/again"}}}, timeout=600)
+    again = comfy_server.run(
+        {
+            **flip_graph(steps=1, candidates=1),
+            "99": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "va/again"}},
+        },
+        timeout=600,
+    )
     graph = flip_graph(steps=1, candidates=1)
     graph["6"]["inputs"]["seed"] = 4
     other = comfy_server.run(graph, timeout=600)
@@ -172,10 +174,14 @@ def test_changing_only_the_seed_does_not_reload_or_re_encode(comfy_server):
 def viewer_graph(views=("identity", "flip", "negate", "jigsaw"), size=128, frames=3):
     """An image -> a view chain -> (T5 + prompts) -> the view preview, with nothing after it."""
     graph = {
-        "1": {"class_type": "VisualAnagramsLoadT5", "inputs": {"encoder": "tiny-t5", "precision": "auto",
-                                                               "device": "default"}},
-        "2": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size, "batch_size": 2,
-                                                     "color": 0x3366CC}},
+        "1": {
+            "class_type": "VisualAnagramsLoadT5",
+            "inputs": {"encoder": "tiny-t5", "precision": "auto", "device": "default"},
+        },
+        "2": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": size, "height": size, "batch_size": 2, "color": 0x3366CC},
+        },
     }
     previous = None
     for index, name in enumerate(views):
@@ -186,12 +192,28 @@ def viewer_graph(views=("identity", "flip", "negate", "jigsaw"), size=128, frame
         graph[node_id] = {"class_type": f"VisualAnagramsView_{name}", "inputs": inputs}
         previous = node_id
     prompts = {f"prompt_{k + 1}": f"thing {k + 1}" for k in range(len(views))}
-    graph["3"] = {"class_type": "VisualAnagramsPromptEncoder",
-                  "inputs": {"text_encoder": ["1", 0], "views": [previous, 0], "style": "a photo of", "negative": "",
-                             "unload_encoder": False, **NO_PROMPTS, **prompts}}
-    graph["4"] = {"class_type": "VisualAnagramsViewPreview",
-                  "inputs": {"image": ["2", 0], "views": [previous, 0], "prompts": ["3", 0],
-                             "frames_per_view": frames, "hold_frames": 2}}
+    graph["3"] = {
+        "class_type": "VisualAnagramsPromptEncoder",
+        "inputs": {
+            "text_encoder": ["1", 0],
+            "views": [previous, 0],
+            "style": "a photo of",
+            "negative": "",
+            "unload_encoder": False,
+            **NO_PROMPTS,
+            **prompts,
+        },
+    }
+    graph["4"] = {
+        "class_type": "VisualAnagramsViewPreview",
+        "inputs": {
+            "image": ["2", 0],
+            "views": [previous, 0],
+            "prompts": ["3", 0],
+            "frames_per_view": frames,
+            "hold_frames": 2,
+        },
+    }
     return graph
 
 
@@ -222,7 +244,7 @@ def test_view_preview_is_an_output_node_sending_the_viewer_pictures_captions_and
         assert sheet.size == (sprite["columns"] * 192, sprite["rows"] * 192)
         corner, middle = sheet.convert("RGB").getpixel((3, 3)), sheet.convert("RGB").getpixel((96, 96))
         assert min(corner) > 245  # the white margin of the first frame
-        assert max(abs(a - b) for a, b in zip(middle, (0x33, 0x66, 0xCC))) < 12  # the picture (lossy WEBP)
+        assert max(abs(a - b) for a, b in zip(middle, (0x33, 0x66, 0xCC), strict=True)) < 12  # the picture (lossy WEBP)
     assert not result.images  # the viewer's files are no "images" the frontend would draw a second time
 
 
@@ -236,8 +258,9 @@ def test_view_preview_shows_a_hybrids_fine_detail_as_the_picture_at_rest(comfy_s
 
 def test_saved_png_carries_the_workflow(comfy_server):
     workflow = {"nodes": [], "links": [], "version": 0.4, "extra": {"marker": "visual-anagrams"}}
-    result = comfy_server.run(flip_graph(steps=1, candidates=1), timeout=600,
-                              extra_data={"extra_pnginfo": {"workflow": workflow}})
+    result = comfy_server.run(
+        flip_graph(steps=1, candidates=1), timeout=600, extra_data={"extra_pnginfo": {"workflow": workflow}}
+    )
     ref = next(ref for ref in result.images if ref.node_id == "9")
     png = Image.open(io.BytesIO(comfy_server.fetch_image(ref)))
     assert "visual-anagrams" in png.info["workflow"]
@@ -250,8 +273,9 @@ def test_interrupt_stops_a_run_within_a_step_and_the_next_prompt_runs(comfy_serv
         graph.pop(node)
     listener = comfy_server.ws
     prompt_id = comfy_server.queue(graph)
-    listener.wait_for(lambda m: m.type == "progress" and m.prompt_id == prompt_id and m.data.get("node") == "6",
-                      timeout=300)
+    listener.wait_for(
+        lambda m: m.type == "progress" and m.prompt_id == prompt_id and m.data.get("node") == "6", timeout=300
+    )
     comfy_server.interrupt()
     interrupted_at = time.monotonic()
     entry = comfy_server.wait(prompt_id, timeout=120)
@@ -295,7 +319,10 @@ def test_digits_demo_runs_for_real_on_the_embedded_model(comfy_server):
     for ref in result.images:
         by_prefix.setdefault(graph[ref.node_id]["inputs"]["filename_prefix"], []).append(ref)
     assert sorted(by_prefix) == [
-        "visual_anagrams_demo/animation", "visual_anagrams_demo/illusion", "visual_anagrams_demo/views"]
+        "visual_anagrams_demo/animation",
+        "visual_anagrams_demo/illusion",
+        "visual_anagrams_demo/views",
+    ]
     illusions = [comfy_server.open_image(ref).convert("RGB") for ref in by_prefix["visual_anagrams_demo/illusion"]]
     assert [image.size for image in illusions] == [(256, 256)] * 4
     (grid,) = [comfy_server.open_image(ref) for ref in by_prefix["visual_anagrams_demo/views"]]
@@ -305,8 +332,13 @@ def test_digits_demo_runs_for_real_on_the_embedded_model(comfy_server):
 
     # The illusions are the sampler's 64 px pictures, upscaled 4x: shrunk back they are digits-like pictures
     # (paper-coloured margin, some ink); whether they read as "2" and "5" is tests/test_demo_model.py's job.
-    pixels = torch.stack([torch.from_numpy(np.asarray(image.resize((64, 64), Image.BOX), dtype=np.float32))
-                          for image in illusions]).permute(0, 3, 1, 2) / 127.5 - 1
+    pixels = (
+        torch.stack(
+            [torch.from_numpy(np.asarray(image.resize((64, 64), Image.BOX), dtype=np.float32)) for image in illusions]
+        ).permute(0, 3, 1, 2)
+        / 127.5
+        - 1
+    )
     assert pixels.shape == (4, 3, 64, 64)
     margin = torch.cat([pixels[..., :6, :].flatten(2), pixels[..., -6:, :].flatten(2)], dim=2)
     assert margin.mean() > 0.3  # light paper around the digit

@@ -7,8 +7,6 @@ import re
 import shlex
 from pathlib import Path
 
-from comfy_server import comfy_server  # noqa: F401  (the fixture)
-
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 PACK_CATEGORY = "visual_anagrams"
@@ -39,7 +37,16 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_has_no_unfilled_placeholders():
     # Sections are drafted with UPPER_CASE markers; none may reach the user.
     leftovers = re.findall(r"\b[A-Z]{3,}_[A-Z_]{3,}\b", README)
-    allowed = {"HF_TOKEN", "HF_HUB_OFFLINE", "COMFYUI_DIR", "VA_VENV", "VA_TORCH_SPEC", "COMFYUI_EXTRA_ARGS"}
+    allowed = {
+        "HF_TOKEN",
+        "HF_HUB_OFFLINE",
+        "COMFYUI_DIR",
+        "VA_VENV",
+        "VA_TORCH_SPEC",
+        "COMFYUI_EXTRA_ARGS",
+        "JSON_FORCE_OBJECT",  # PHP's flag, in the API JSON troubleshooting row
+        "OOM_EXCEPTION",  # comfy.model_management's, in the out-of-memory row
+    }
     assert not set(leftovers) - allowed, sorted(set(leftovers) - allowed)
 
 
@@ -70,19 +77,24 @@ def test_headless_python_example_runs_against_a_server(comfy_server, tmp_path):
 
     from workflow_tools import api_workflow, with_tiny_models
 
-    section = README[README.index("### Run them headless"):]
+    section = README[README.index("### Run them headless") :]
     language, lines = code_blocks(section)[0]
     assert language == "python"
     snippet = "\n".join(lines)
     workflow = tmp_path / "flip.json"
     workflow.write_text(json.dumps(with_tiny_models(api_workflow("flip"))))
-    for printed, local in (('"http://127.0.0.1:8188"', repr(comfy_server.base_url)),
-                           ('"api_workflows/flip.json"', repr(str(workflow)))):
+    for printed, local in (
+        ('"http://127.0.0.1:8188"', repr(comfy_server.base_url)),
+        ('"api_workflows/flip.json"', repr(str(workflow))),
+    ):
         assert printed in snippet, f"the example no longer uses {printed}"
         snippet = snippet.replace(printed, local)
 
     completed = subprocess.run(
-        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", snippet],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
     )
     assert completed.returncode == 0, completed.stderr

@@ -56,22 +56,32 @@ def counting_unet_calls(unet):
 def run_stage_1(pipe, names, embeddings, **kwargs):
     options = dict(num_inference_steps=STAGE_1_STEPS, guidance_scale=GUIDANCE)
     options.update(kwargs)
-    return sampling.sample_stage_1(pipe.unet, pipe.scheduler, [views.make_view(n) for n in names], embeddings, **options)
+    return sampling.sample_stage_1(
+        pipe.unet, pipe.scheduler, [views.make_view(n) for n in names], embeddings, **options
+    )
 
 
 def run_stage_2(pipe, image, names, embeddings, **kwargs):
     options = dict(num_inference_steps=STAGE_2_STEPS, guidance_scale=GUIDANCE, noise_level=50)
     options.update(kwargs)
     return sampling.sample_stage_2(
-        pipe.unet, pipe.scheduler, pipe.image_noising_scheduler, image,
-        [views.make_view(n) for n in names], embeddings, **options,
+        pipe.unet,
+        pipe.scheduler,
+        pipe.image_noising_scheduler,
+        image,
+        [views.make_view(n) for n in names],
+        embeddings,
+        **options,
     )
 
 
 # -- seed parity with the published code --------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", sorted(VIEW_SETS))
+# The quick run keeps one view set (flip); the full run checks them all.
+@pytest.mark.parametrize(
+    "case", [case if case == "flip" else pytest.param(case, marks=pytest.mark.slow) for case in sorted(VIEW_SETS)]
+)
 def test_stage_1_and_2_match_the_published_loop(case, stage_1_pipe, stage_2_pipe, encode):
     names = VIEW_SETS[case]
     positive, negative = encode(PROMPTS[: len(names)])
@@ -80,8 +90,9 @@ def test_stage_1_and_2_match_the_published_loop(case, stage_1_pipe, stage_2_pipe
 
     generator = torch.manual_seed(seed)
     expected_1 = paper_stage_1(stage_1_pipe, positive, negative, paper_views, STAGE_1_STEPS, GUIDANCE, generator)
-    expected_2 = paper_stage_2(stage_2_pipe, expected_1, positive, negative, paper_views, STAGE_2_STEPS, GUIDANCE,
-                               50, generator)
+    expected_2 = paper_stage_2(
+        stage_2_pipe, expected_1, positive, negative, paper_views, STAGE_2_STEPS, GUIDANCE, 50, generator
+    )
 
     embeddings = sampling.PromptEmbeddings(positive, negative)
     ours_1 = run_stage_1(stage_1_pipe, names, embeddings, seed=seed)
@@ -100,23 +111,39 @@ def test_stage_1_and_2_match_the_published_loop(case, stage_1_pipe, stage_2_pipe
 def test_other_reductions_match_the_published_loop(reduction, stage_1_pipe, encode):
     names = VIEW_SETS["three_views"]
     positive, negative = encode(PROMPTS)
-    expected = paper_stage_1(stage_1_pipe, positive, negative, [PAPER_VIEWS[n]() for n in names], STAGE_1_STEPS,
-                             GUIDANCE, torch.manual_seed(11), reduction=reduction)
-    ours = run_stage_1(stage_1_pipe, names, sampling.PromptEmbeddings(positive, negative), seed=11,
-                       reduction=reduction)
+    expected = paper_stage_1(
+        stage_1_pipe,
+        positive,
+        negative,
+        [PAPER_VIEWS[n]() for n in names],
+        STAGE_1_STEPS,
+        GUIDANCE,
+        torch.manual_seed(11),
+        reduction=reduction,
+    )
+    ours = run_stage_1(stage_1_pipe, names, sampling.PromptEmbeddings(positive, negative), seed=11, reduction=reduction)
     # "alternate" sends only the active view through the UNet (a smaller batch, so
     # float rounding inside the UNet differs by ~1e-6 per call, times guidance 10).
     tolerance = BATCH_CHANGE_TOLERANCE if reduction == "alternate" else PARITY_TOLERANCE
     assert (ours.images - expected).abs().max() <= tolerance
 
 
+@pytest.mark.slow  # several seconds on a 2-core CPU: the quick run leaves it to the full run
 def test_if_timestep_schedule_matches_the_published_loop_with_that_list(stage_1_pipe, encode):
     names = VIEW_SETS["flip"]
     positive, negative = encode(PROMPTS[:2])
     schedule = sampling.if_timestep_schedule("fast27")
     assert len(schedule) == 27
-    expected = paper_stage_1(stage_1_pipe, positive, negative, [PAPER_VIEWS[n]() for n in names], None, GUIDANCE,
-                             torch.manual_seed(0), timesteps=schedule)
+    expected = paper_stage_1(
+        stage_1_pipe,
+        positive,
+        negative,
+        [PAPER_VIEWS[n]() for n in names],
+        None,
+        GUIDANCE,
+        torch.manual_seed(0),
+        timesteps=schedule,
+    )
     ours = run_stage_1(stage_1_pipe, names, sampling.PromptEmbeddings(positive, negative), seed=0, timesteps="fast27")
     assert (ours.images - expected).abs().max() <= PARITY_TOLERANCE
 
@@ -124,7 +151,8 @@ def test_if_timestep_schedule_matches_the_published_loop_with_that_list(stage_1_
 # -- candidates ---------------------------------------------------------------------------------
 
 
-def test_candidate_k_equals_a_single_run_with_seed_plus_k(stage_1_pipe, stage_2_pipe, encode):
+@pytest.mark.slow  # several seconds on a 2-core CPU: the quick run leaves it to the full run
+def test_candidate_k_matches_a_single_run_with_seed_plus_k(stage_1_pipe, stage_2_pipe, encode):
     names = VIEW_SETS["rotate_cw"]
     embeddings = embeddings_for(encode, 2)
     batch_1 = run_stage_1(stage_1_pipe, names, embeddings, seed=20, num_candidates=3)
@@ -156,6 +184,7 @@ def test_the_callers_scheduler_is_left_untouched(stage_1_pipe, encode):
 # -- one UNet call per step ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several seconds on a 2-core CPU: the quick run leaves it to the full run
 def test_one_unet_call_per_step_for_all_views_candidates_and_guidance(stage_1_pipe, stage_2_pipe, encode):
     names = VIEW_SETS["three_views"]
     embeddings = embeddings_for(encode, 3)
@@ -167,6 +196,7 @@ def test_one_unet_call_per_step_for_all_views_candidates_and_guidance(stage_1_pi
     assert calls == [2 * 3 * 2] * STAGE_2_STEPS
 
 
+@pytest.mark.slow  # several seconds on a 2-core CPU: the quick run leaves it to the full run
 def test_max_batch_size_splits_the_call_without_changing_the_result(stage_1_pipe, encode):
     names = VIEW_SETS["three_views"]
     embeddings = embeddings_for(encode, 3)
@@ -179,8 +209,9 @@ def test_max_batch_size_splits_the_call_without_changing_the_result(stage_1_pipe
 
 def test_alternate_sends_only_the_active_view_through_the_unet(stage_1_pipe, encode):
     with counting_unet_calls(stage_1_pipe.unet) as calls:
-        run_stage_1(stage_1_pipe, VIEW_SETS["three_views"], embeddings_for(encode, 3), num_candidates=2,
-                    reduction="alternate")
+        run_stage_1(
+            stage_1_pipe, VIEW_SETS["three_views"], embeddings_for(encode, 3), num_candidates=2, reduction="alternate"
+        )
     assert calls == [2 * 2] * STAGE_1_STEPS
 
 
@@ -199,8 +230,13 @@ def test_view_weights_change_the_mix_and_equal_weights_do_not(stage_1_pipe, enco
 
 def test_callback_sees_every_step_with_a_preview(stage_1_pipe, encode):
     seen = []
-    run_stage_1(stage_1_pipe, VIEW_SETS["flip"], embeddings_for(encode, 2), num_candidates=2,
-                callback=lambda info: seen.append(info))
+    run_stage_1(
+        stage_1_pipe,
+        VIEW_SETS["flip"],
+        embeddings_for(encode, 2),
+        num_candidates=2,
+        callback=lambda info: seen.append(info),
+    )
     assert [info.step for info in seen] == list(range(1, STAGE_1_STEPS + 1))
     assert all(info.total == STAGE_1_STEPS for info in seen)
     assert seen[0].timestep > seen[-1].timestep
@@ -211,7 +247,9 @@ def test_callback_sees_every_step_with_a_preview(stage_1_pipe, encode):
 def test_callback_can_stop_the_run(stage_1_pipe, encode):
     with counting_unet_calls(stage_1_pipe.unet) as calls:
         with pytest.raises(sampling.SamplingCancelled) as stopped:
-            run_stage_1(stage_1_pipe, VIEW_SETS["flip"], embeddings_for(encode, 2), callback=lambda info: info.step == 2)
+            run_stage_1(
+                stage_1_pipe, VIEW_SETS["flip"], embeddings_for(encode, 2), callback=lambda info: info.step == 2
+            )
     assert stopped.value.step == 2
     assert len(calls) == 2
 
@@ -237,8 +275,9 @@ def test_bfloat16_runs_and_stays_close_to_float32(stage_1_pipe, encode):
     embeddings = embeddings_for(encode, 2)
     unet_bf16 = copy.deepcopy(stage_1_pipe.unet).to(torch.bfloat16)
     full = run_stage_1(stage_1_pipe, names, embeddings, num_inference_steps=2)
-    half = sampling.sample_stage_1(unet_bf16, stage_1_pipe.scheduler, [views.make_view(n) for n in names], embeddings,
-                                   num_inference_steps=2)
+    half = sampling.sample_stage_1(
+        unet_bf16, stage_1_pipe.scheduler, [views.make_view(n) for n in names], embeddings, num_inference_steps=2
+    )
     assert half.images.dtype == torch.bfloat16
     assert torch.isfinite(half.images.float()).all()
     assert (half.images.float() - full.images).abs().mean() < 0.1
@@ -251,8 +290,9 @@ def _bad_stage_1(pipe, encode, **overrides):
     embeddings = embeddings_for(encode, 2)
     args = dict(views=[views.make_view("identity"), views.make_view("flip")], embeddings=embeddings)
     args.update(overrides)
-    return sampling.sample_stage_1(pipe.unet, pipe.scheduler, args.pop("views"), args.pop("embeddings"),
-                                   num_inference_steps=2, **args)
+    return sampling.sample_stage_1(
+        pipe.unet, pipe.scheduler, args.pop("views"), args.pop("embeddings"), num_inference_steps=2, **args
+    )
 
 
 @pytest.mark.parametrize(
@@ -261,17 +301,26 @@ def _bad_stage_1(pipe, encode, **overrides):
         (lambda e: dict(views=[views.make_view("identity")] * 3), "prompt embeddings", "2 prompts for 3 views"),
         (lambda e: dict(views=[]), "views", "1 to 8 views"),
         (lambda e: dict(views=[views.make_view("identity")] * 9), "views", "1 to 8 views"),
-        (lambda e: dict(embeddings=sampling.PromptEmbeddings(e.positive[..., :16], e.negative[..., :16])),
-         "prompt embeddings", "takes 32"),
-        (lambda e: dict(embeddings=sampling.PromptEmbeddings(e.positive, e.negative[:, :10])),
-         "negative embeddings", "does not match"),
+        (
+            lambda e: dict(embeddings=sampling.PromptEmbeddings(e.positive[..., :16], e.negative[..., :16])),
+            "prompt embeddings",
+            "takes 32",
+        ),
+        (
+            lambda e: dict(embeddings=sampling.PromptEmbeddings(e.positive, e.negative[:, :10])),
+            "negative embeddings",
+            "does not match",
+        ),
         (lambda e: dict(reduction="median"), "reduction", "mean, sum, alternate"),
         (lambda e: dict(view_weights=[1.0]), "view weights", "1 weights for 2 views"),
         (lambda e: dict(view_weights=[1.0, -1.0]), "view weights", "non-negative"),
         (lambda e: dict(num_candidates=0), "candidates", "at least 1"),
         (lambda e: dict(guidance_scale=float("nan")), "guidance scale", "finite"),
-        (lambda e: dict(views=[views.make_view("identity"), views.make_view("patch_permute", patches_per_side=7)]),
-         "views", "64 px"),
+        (
+            lambda e: dict(views=[views.make_view("identity"), views.make_view("patch_permute", patches_per_side=7)]),
+            "views",
+            "64 px",
+        ),
         (lambda e: dict(timesteps=[10, 500]), "timesteps", "decreasing"),
         (lambda e: dict(timesteps="smart9000"), "timesteps", "fast27"),
     ],
@@ -292,8 +341,14 @@ def test_stage_models_swapped_are_named(stage_1_pipe, stage_2_pipe, encode):
     with pytest.raises(sampling.SamplingInputError, match="Stage II .*model"):
         sampling.sample_stage_1(stage_2_pipe.unet, stage_2_pipe.scheduler, two_views, embeddings)
     with pytest.raises(sampling.SamplingInputError, match="Stage I model"):
-        sampling.sample_stage_2(stage_1_pipe.unet, stage_1_pipe.scheduler, stage_2_pipe.image_noising_scheduler,
-                                torch.zeros(1, 3, 64, 64), two_views, embeddings)
+        sampling.sample_stage_2(
+            stage_1_pipe.unet,
+            stage_1_pipe.scheduler,
+            stage_2_pipe.image_noising_scheduler,
+            torch.zeros(1, 3, 64, 64),
+            two_views,
+            embeddings,
+        )
 
 
 @pytest.mark.parametrize(
@@ -301,7 +356,15 @@ def test_stage_models_swapped_are_named(stage_1_pipe, stage_2_pipe, encode):
     [
         (torch.zeros(1, 3, 256, 256), 50, "give it the Stage I output"),
         (torch.zeros(1, 3, 64, 32), 50, "square RGB"),
-        (torch.zeros(1, 4, 64, 64), 50, "square RGB"),
+        (torch.zeros(1, 4, 64, 64), 50, "3 channels"),
+        (torch.zeros(1, 1, 64, 64), 50, "1 colour channel,"),
+        (torch.zeros(0, 3, 64, 64), 50, "the batch holds no images"),
+        (
+            torch.zeros(2, 3, 64, 64).index_fill_(0, torch.tensor([1]), float("nan")),
+            50,
+            r"12288 pixel values are NaN or infinite \(image 2 of 2\)",
+        ),
+        (torch.full((1, 3, 64, 64), float("-inf")), 50, "NaN or infinite"),
         (torch.zeros(1, 3, 64, 64), 1000, "noise level"),
     ],
 )

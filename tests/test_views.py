@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+
 from pack import import_submodule
 
 views = import_submodule("views")

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from pack import import_submodule
 
 views = import_submodule("views")

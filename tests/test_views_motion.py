@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from pack import import_submodule
 
 views = import_submodule("views")

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from pack import import_submodule
 
 views = import_submodule("views")

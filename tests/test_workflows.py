@@ -12,10 +12,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
+
 from workflow_tools import (
     API_DIR,
     BUILD_SCRIPT,
@@ -45,19 +45,9 @@ MODEL_INPUTS = {
 }
 
 
-def comfyui_dir_or_skip() -> Path:
-    value = os.environ.get("COMFYUI_DIR")
-    if not value:
-        pytest.skip("COMFYUI_DIR is not set (bash scripts/test.sh provides ComfyUI 0.3.75; or point it at a checkout)")
-    directory = Path(value)
-    if not (directory / "main.py").is_file():
-        pytest.skip(f"COMFYUI_DIR={directory} has no main.py")
-    return directory
-
-
 @pytest.fixture(scope="module")
-def facts():
-    return comfyui_facts(comfyui_dir_or_skip())
+def facts(comfyui_checkout):
+    return comfyui_facts(comfyui_checkout)
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +146,18 @@ def test_settings_are_the_papers_defaults():
         for sampler in (stage_1, stage_2):
             assert (sampler["seed"], sampler["steps"], sampler["guidance"]) == (0, 30, 10.0)
             assert (sampler["schedule"], sampler["reduction"]) == ("steps", "auto")
+        # Stage II continues Stage I's randomness, so the example reproduces the paper's generate.py.
+        assert (stage_2["seed_mode"], stage_2["stage_1_steps"], stage_2["stage_1_schedule"]) == (
+            "continue Stage I",
+            stage_1["steps"],
+            stage_1["schedule"],
+        )
         assert stage_1["candidates"] == 2 and stage_2["noise_level"] == 50
         assert by_type["VisualAnagramsLoadStageI"][0]["model"] == "DeepFloyd/IF-I-M-v1.0"
         assert by_type["VisualAnagramsLoadStageII"][0]["model"] == "DeepFloyd/IF-II-M-v1.0"
-        assert by_type["VisualAnagramsLoadT5"] == [{"encoder": "DeepFloyd/IF-I-XL-v1.0", "precision": "auto",
-                                                    "device": "default"}]
+        assert by_type["VisualAnagramsLoadT5"] == [
+            {"encoder": "DeepFloyd/IF-I-XL-v1.0", "precision": "auto", "device": "default"}
+        ]
         (encoder,) = by_type["VisualAnagramsPromptEncoder"]
         style, prompts = expected_prompts[name]
         assert encoder["style"] == style and encoder["unload_encoder"] is True
@@ -195,7 +192,9 @@ def test_digits_demo_runs_the_embedded_model_without_stage_ii():
     (encoder,) = by_type["VisualAnagramsPromptEncoder"]
     assert encoder["style"] == "" and (encoder["prompt_1"], encoder["prompt_2"]) == ("the digit two", "the digit five")
     assert [n["class_type"] for n in api.values() if n["class_type"].startswith("VisualAnagramsView_")] == [
-        "VisualAnagramsView_identity", "VisualAnagramsView_flip"]
+        "VisualAnagramsView_identity",
+        "VisualAnagramsView_flip",
+    ]
     (upscale,) = by_type["ImageScaleBy"]
     assert api[upscale["image"][0]]["class_type"] == "VisualAnagramsStageI" and upscale["scale_by"] == 4.0
 
@@ -208,7 +207,10 @@ def test_every_image_is_saved(name):
         sources = sorted((api[n["inputs"]["images"][0]]["class_type"], n["inputs"]["images"][1]) for n in saves)
         assert sources == [("ImageScaleBy", 0), ("VisualAnagramsViewPreview", 0), ("VisualAnagramsViewPreview", 1)]
         assert sorted(n["inputs"]["filename_prefix"] for n in saves) == [
-            "visual_anagrams_demo/animation", "visual_anagrams_demo/illusion", "visual_anagrams_demo/views"]
+            "visual_anagrams_demo/animation",
+            "visual_anagrams_demo/illusion",
+            "visual_anagrams_demo/views",
+        ]
         return
     saves = [node for node in api.values() if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP")]
     sources = sorted((api[n["inputs"]["images"][0]]["class_type"], n["inputs"]["images"][1]) for n in saves)
@@ -245,7 +247,9 @@ def test_with_tiny_models_swaps_models_steps_and_frames():
 def test_with_tiny_models_keeps_the_embedded_demo_model():
     original = api_workflow("digits_demo")
     tiny = with_tiny_models(original, steps=2)
-    loaders = [n["inputs"] for n in tiny.values() if n["class_type"] in ("VisualAnagramsLoadStageI", "VisualAnagramsLoadT5")]
+    loaders = [
+        n["inputs"] for n in tiny.values() if n["class_type"] in ("VisualAnagramsLoadStageI", "VisualAnagramsLoadT5")
+    ]
     assert [inputs.get("model", inputs.get("encoder")) for inputs in loaders] == [DEMO_MODEL, DEMO_MODEL]
     assert next(n for n in tiny.values() if n["class_type"] == "VisualAnagramsStageI")["inputs"]["steps"] == 2
 
@@ -271,7 +275,11 @@ def test_every_node_type_exists(object_info):
     used = {node["class_type"] for name in NAMES for node in api_workflow(name).values()}
     assert used <= set(object_info), f"unknown node types: {sorted(used - set(object_info))}"
     for class_type in used:
-        assert class_type.startswith("VisualAnagrams") or class_type in ("SaveImage", "SaveAnimatedWEBP", "ImageScaleBy")
+        assert class_type.startswith("VisualAnagrams") or class_type in (
+            "SaveImage",
+            "SaveAnimatedWEBP",
+            "ImageScaleBy",
+        )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -315,8 +323,8 @@ def test_comfyui_accepts_the_api_workflow(name, facts):
     assert not verdict["node_errors"]
 
 
-def test_build_script_check_passes():
-    comfyui_dir = comfyui_dir_or_skip()
+def test_build_script_check_passes(comfyui_checkout):
+    comfyui_dir = comfyui_checkout
     completed = subprocess.run(
         [sys.executable, str(BUILD_SCRIPT), "--check"],
         check=False,

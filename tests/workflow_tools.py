@@ -8,8 +8,9 @@
 ``example_workflows/<name>.json`` is the UI format (what the ComfyUI frontend saves);
 ``api_workflows/<name>.json`` its API-format twin (what the frontend's
 ``graphToPrompt()`` sends to ``POST /prompt``). Both are written by
-``scripts/build_workflows.py``. :func:`ui_to_api` converts the first into the second
-independently of that script, from the node definitions ComfyUI's ``/object_info``
+``scripts/build_workflows.py`` (the package ``scripts/workflow_builder``).
+:func:`ui_to_api` converts the first into the second independently of that
+script, from the node definitions ComfyUI's ``/object_info``
 reports, so a test can check the two describe the same graph.
 
 :func:`comfyui_facts` (also ``python tests/workflow_tools.py --facts COMFYUI_DIR``)
@@ -27,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pack import import_submodule
+
 REPO = Path(__file__).resolve().parents[1]
 UI_DIR = REPO / "example_workflows"
 API_DIR = REPO / "api_workflows"
@@ -40,8 +43,8 @@ TINY_MODELS = {
 }
 #: Loader values naming a model embedded in the pack (tiny already, so never swapped).
 EMBEDDED_PREFIX = "embedded:"
-#: The embedded digits demo model, as the Stage I and T5 loaders list it (nodes/loaders.py).
-DEMO_MODEL = "embedded: digits demo (64 px)"
+#: The embedded digits demo model, as the Stage I and T5 loaders list it (its one home: sampling/if_models.py).
+DEMO_MODEL = import_submodule("sampling.if_models").EMBEDDED_DEMO
 SAMPLERS = ("VisualAnagramsStageI", "VisualAnagramsStageII", "VisualAnagramsStageIII")
 PREVIEW = "VisualAnagramsViewPreview"
 
@@ -204,21 +207,15 @@ def comfyui_facts(comfyui_dir: str | Path, timeout: float = 600) -> dict[str, An
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def _load_build_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("build_workflows", BUILD_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_workflows"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _facts(comfyui_dir: str) -> dict[str, Any]:
     import asyncio
 
-    build = _load_build_script()
-    node_classes = build.load_node_classes(comfyui_dir)
+    # The build script's package (scripts/workflow_builder/) imports from the script's folder, as when the
+    # script runs; this child process is the only place the tests import it.
+    sys.path.insert(0, str(BUILD_SCRIPT.parent))
+    from workflow_builder.comfyui_nodes import load_node_classes, node_info
+
+    node_classes = load_node_classes(comfyui_dir)
     import execution  # ComfyUI's, importable now
 
     used = set()
@@ -228,7 +225,7 @@ def _facts(comfyui_dir: str) -> dict[str, Any]:
             used |= {node["type"] for node in data["nodes"]}
         else:
             used |= {node["class_type"] for node in data.values()}
-    object_info = {name: build.node_info(name, node_classes) for name in sorted(used) if name in node_classes}
+    object_info = {name: node_info(name, node_classes) for name in sorted(used) if name in node_classes}
     validation = {}
     for name in workflow_names():
         valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt("check", api_workflow(name), None))

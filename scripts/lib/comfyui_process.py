@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parents[2]
@@ -73,6 +73,7 @@ class ComfyUIProcess:
         port: int | None = None,
         python: str | None = None,
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str | None] | None = None,
     ):
         self.comfy_dir = Path(comfy_dir)
         self.base_dir = Path(base_dir)
@@ -80,6 +81,9 @@ class ComfyUIProcess:
         self.port = port or free_port()
         self.python = python or sys.executable
         self.extra_args = list(extra_args)
+        # Changes to the offline environment (a value of None removes the variable), e.g. for a test that
+        # points the Hub at an unreachable address.
+        self.env_overrides = dict(env or {})
         self.process: subprocess.Popen | None = None
         self.boot_seconds: float | None = None
 
@@ -89,14 +93,19 @@ class ComfyUIProcess:
 
     def command(self) -> list[str]:
         return [
-            self.python, "main.py",
+            self.python,
+            "main.py",
             "--cpu",
-            "--listen", LOOPBACK,
-            "--port", str(self.port),
+            "--listen",
+            LOOPBACK,
+            "--port",
+            str(self.port),
             "--disable-auto-launch",
-            "--base-directory", str(self.base_dir),
+            "--base-directory",
+            str(self.base_dir),
             # The default database lives in COMFYUI_DIR/user; keep it ours.
-            "--database-url", f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}",
+            "--database-url",
+            f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}",
             "--disable-api-nodes",  # no api.comfy.org nodes: faster boot, nothing remote
             *self.extra_args,
         ]
@@ -107,12 +116,22 @@ class ComfyUIProcess:
             raise FileNotFoundError(f"{self.comfy_dir} is not a ComfyUI checkout (it has no main.py)")
         env = dict(os.environ)
         env.update(OFFLINE_ENVIRONMENT)
+        for name, value in self.env_overrides.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         started = time.monotonic()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.command(), cwd=self.comfy_dir, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                self.command(),
+                cwd=self.comfy_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         url = f"{self.url}/system_stats"

@@ -1,0 +1,193 @@
+"""The graph of each example: which nodes it holds, how they are wired and in which column each sits
+(the data flows left to right: encoder and views, prompts, models, samplers, outputs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .examples import (
+    ANIMATION,
+    DEMO_MODEL,
+    DEMO_PREFIX,
+    DEMO_STAGE_I,
+    DEMO_UPSCALE,
+    LOADER,
+    PREVIEW,
+    PREVIEW_SIZE,
+    STAGE_I,
+    STAGE_I_MODEL,
+    STAGE_II,
+    STAGE_II_MODEL,
+    T5_LOADER,
+    WORKFLOWS,
+    Illusion,
+)
+from .graph import Graph, Node
+from .node_schema import NodeLayout, check_widget_value
+
+VIEW_NODE_PREFIX = "VisualAnagramsView_"
+REQUIRED_NODE_TYPES = (
+    "VisualAnagramsLoadT5",
+    "VisualAnagramsPromptEncoder",
+    "VisualAnagramsLoadStageI",
+    "VisualAnagramsLoadStageII",
+    "VisualAnagramsStageI",
+    "VisualAnagramsStageII",
+    "VisualAnagramsViewPreview",
+    "SaveImage",
+    "SaveAnimatedWEBP",
+    "ImageScaleBy",
+)
+
+
+def node_types_used() -> list[str]:
+    """Every node type the examples use: the schemas to read."""
+    views = sorted({VIEW_NODE_PREFIX + view for illusion in WORKFLOWS for view, _ in illusion.views})
+    return [*REQUIRED_NODE_TYPES, *views]
+
+
+def illusion_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
+    """DeepFloyd IF: Stage I at 64 px, Stage II to 256 px, the 256 px illusions saved and previewed."""
+    if illusion.demo:
+        return demo_graph(illusion, layouts)
+    graph = Graph(illusion.name, layouts)
+    prefix = f"visual_anagrams/{illusion.name}"
+
+    # Column 0: the text encoder and the view chain. Column 1: the prompts.
+    views, prompts = add_views_and_prompts(graph, illusion, T5_LOADER, unload_encoder=True)
+    # Column 2: the models. Column 3: the samplers.
+    stage_1_model = graph.add("VisualAnagramsLoadStageI", 2, {"model": STAGE_I_MODEL, **LOADER}, width=300)
+    stage_2_model = graph.add("VisualAnagramsLoadStageII", 2, {"model": STAGE_II_MODEL, **LOADER}, width=300)
+    stage_1 = add_sampler(graph, "VisualAnagramsStageI", 3, STAGE_I, stage_1_model, prompts, views)
+    stage_2 = add_sampler(graph, "VisualAnagramsStageII", 3, STAGE_II, stage_2_model, prompts, views, image=stage_1)
+    # Columns 4 and 5: save and preview.
+    add_outputs(
+        graph,
+        stage_2,
+        views,
+        prompts,
+        column=4,
+        illusion_title="Save illusions (256 px)",
+        prefixes=(prefix, f"{prefix}_views", f"{prefix}_animation"),
+    )
+    return finish(graph)
+
+
+def demo_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
+    """The embedded digits model: T5 and Stage I from the pack itself, 64 px illusions upscaled 4x to be seen."""
+    graph = Graph(illusion.name, layouts)
+    views, prompts = add_views_and_prompts(graph, illusion, {**T5_LOADER, "encoder": DEMO_MODEL}, unload_encoder=False)
+    model = graph.add("VisualAnagramsLoadStageI", 2, {"model": DEMO_MODEL, **LOADER}, width=300)
+    stage_1 = add_sampler(graph, "VisualAnagramsStageI", 2, DEMO_STAGE_I, model, prompts, views)
+    upscaled = graph.add(
+        "ImageScaleBy", 2, DEMO_UPSCALE, {"image": (stage_1, 0)}, title="Upscale 4x (to see it)", width=300
+    )
+    add_outputs(
+        graph,
+        upscaled,
+        views,
+        prompts,
+        column=3,
+        illusion_title="Save illusions",
+        prefixes=(f"{DEMO_PREFIX}/illusion", f"{DEMO_PREFIX}/views", f"{DEMO_PREFIX}/animation"),
+    )
+    return finish(graph)
+
+
+def add_views_and_prompts(
+    graph: Graph, illusion: Illusion, t5_values: dict[str, Any], *, unload_encoder: bool
+) -> tuple[Node, Node]:
+    """Column 0: the T5 loader, then the view chain (view k pairs with prompt k); column 1: the prompt
+    encoder. Returns (last view, prompt encoder): what the samplers and the preview read."""
+    t5 = graph.add("VisualAnagramsLoadT5", 0, t5_values, width=300)
+    views = None
+    for index, (view, params) in enumerate(illusion.views, start=1):
+        class_type = VIEW_NODE_PREFIX + view
+        label = graph.layouts[class_type].display_name.removeprefix("View: ")
+        views = graph.add(
+            class_type, 0, params, {"views": (views, 0)} if views else None, title=f"View {index}: {label}", width=300
+        )
+    prompts_values = {"style": illusion.style, "unload_encoder": unload_encoder}
+    prompts_values.update({f"prompt_{k}": prompt for k, prompt in enumerate(illusion.prompts, start=1)})
+    prompts = graph.add(
+        "VisualAnagramsPromptEncoder", 1, prompts_values, {"text_encoder": (t5, 0), "views": (views, 0)}, width=400
+    )
+    return views, prompts
+
+
+def add_sampler(
+    graph: Graph,
+    class_type: str,
+    column: int,
+    settings: dict[str, Any],
+    model: Node,
+    prompts: Node,
+    views: Node,
+    image: Node | None = None,
+) -> Node:
+    """A sampler in ``column``: each reads its model, the encoded prompts and the view chain; Stage II also
+    the image it upscales."""
+    links = {"model": (model, 0), "prompts": (prompts, 0), "views": (views, 0)}
+    if image is not None:
+        links["image"] = (image, 0)
+    return graph.add(class_type, column, settings, links, width=300)
+
+
+def add_outputs(
+    graph: Graph,
+    image: Node,
+    views: Node,
+    prompts: Node,
+    *,
+    column: int,
+    illusion_title: str,
+    prefixes: tuple[str, str, str],
+) -> None:
+    """Column ``column``: save the illusions, then the view preview (tall enough for its viewer, with
+    nothing below it to overlap); the next column: save its grid and its animation."""
+    illusion_prefix, grid_prefix, animation_prefix = prefixes
+    graph.add(
+        "SaveImage",
+        column,
+        {"filename_prefix": illusion_prefix},
+        {"images": (image, 0)},
+        title=illusion_title,
+        width=360,
+        height=400,
+    )
+    preview = graph.add(
+        "VisualAnagramsViewPreview",
+        column,
+        PREVIEW,
+        {"image": (image, 0), "views": (views, 0), "prompts": (prompts, 0)},
+        width=PREVIEW_SIZE[0],
+        height=PREVIEW_SIZE[1],
+    )
+    graph.add(
+        "SaveImage",
+        column + 1,
+        {"filename_prefix": grid_prefix},
+        {"images": (preview, 0)},
+        title="Save view grid",
+        width=440,
+        height=400,
+    )
+    graph.add(
+        "SaveAnimatedWEBP",
+        column + 1,
+        {"filename_prefix": animation_prefix, **ANIMATION},
+        {"images": (preview, 1)},
+        title="Save animation",
+        width=380,
+        height=420,
+    )
+
+
+def finish(graph: Graph) -> Graph:
+    """Lay the graph out, number its execution order and check every widget value against the schema."""
+    graph.arrange()
+    graph.number_execution_order()
+    for node in graph.nodes:
+        for slot in node.layout.widgets:
+            check_widget_value(node.layout.class_type, slot, node.values[slot.name])
+    return graph
