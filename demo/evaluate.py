@@ -3,8 +3,10 @@
 
     .venv/bin/python demo/evaluate.py                  # the numbers quoted in demo/README.md
     .venv/bin/python demo/evaluate.py --seeds 5 --save test-artifacts/demo
+    .venv/bin/python demo/evaluate.py --compare-mtl    # Anagram-MTL's options, one markdown table
+    .venv/bin/python demo/evaluate.py --compare-mtl --pairing flip:2:5 --anti-segregation-step 20
 
-It prints
+By default it prints
 
 1. the classifier's accuracy on the held-out real digits (rendered like the
    training data), which says how far to trust it;
@@ -13,6 +15,13 @@ It prints
 3. for each view / digit pairing, the illusion success rate: the share of seeds
    whose illusion reads as prompt i in view i for *every* view (reduction
    "mean", as the paper's anagrams), plus each view's own rate.
+
+With ``--compare-mtl`` it skips 2. and samples every pairing four times over the
+same seeds: the published loop, with Anagram-MTL's noise variance rectification,
+with its anti-segregation (MTL's settings unless ``--anti-segregation-step`` /
+``--anti-segregation-steps`` say otherwise), and with both. It prints one
+markdown table of illusion success rates (pairings x variants), the mean over the
+pairings that are not trivial (:data:`TRIVIAL`) and each variant's wall time.
 
 The model is loaded with the pack's own loading code (``load_if_stage``,
 ``load_t5``) and sampled with its own Stage I sampler, so this measures what a
@@ -58,6 +67,10 @@ PAIRINGS = (
     ("rotate_180", 6, 9),  # the trivial pair, as a baseline
 )
 
+#: Pairings whose view turns one digit into the other by itself: any good picture of the first digit
+#: is the illusion, so they say nothing about a sampler and stay out of --compare-mtl's mean.
+TRIVIAL = {("rotate_180", 6, 9)}
+
 
 @dataclass
 class DemoModel:
@@ -96,8 +109,14 @@ def sample(
     steps: int = STEPS,
     guidance: float = GUIDANCE,
     reduction: str = "mean",
+    rectify: bool = False,
+    anti_segregation=None,
 ) -> torch.Tensor:
-    """``seeds`` candidates (seeds ``seed`` .. ``seed + seeds - 1``) of the illusion: (K, 3, 64, 64) in [-1, 1]."""
+    """``seeds`` candidates (seeds ``seed`` .. ``seed + seeds - 1``) of the illusion: (K, 3, 64, 64) in [-1, 1].
+
+    ``rectify`` and ``anti_segregation`` (a ``sampling.AntiSegregation``) are Anagram-MTL's options of
+    ``sample_stage_1``; the prompts' concept words are their last words (the digit's word).
+    """
     sampling = import_submodule("sampling")
     views = import_submodule("views")
     chain = [views.make_view(name) for name in view_names]
@@ -111,6 +130,8 @@ def sample(
         num_inference_steps=steps,
         guidance_scale=guidance,
         reduction=reduction,
+        rectify=rectify,
+        anti_segregation=anti_segregation,
     )
     return result.images.float().clamp(-1, 1)
 
@@ -131,16 +152,103 @@ def plain_accuracy(model, classifier, *, seeds: int, steps: int = STEPS, guidanc
 
 
 def illusion_success(
-    model, classifier, view: str, first: int, second: int, *, seeds: int, steps: int = STEPS, guidance: float = GUIDANCE
+    model,
+    classifier,
+    view: str,
+    first: int,
+    second: int,
+    *,
+    seeds: int,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
+    rectify: bool = False,
+    anti_segregation=None,
 ):
     """(success rate, per-view rates, the images) of the illusion identity -> ``first``, ``view`` -> ``second``."""
     names = ["identity", view]
     images = sample(
-        model, names, [digits.prompt(first), digits.prompt(second)], seeds=seeds, steps=steps, guidance=guidance
+        model,
+        names,
+        [digits.prompt(first), digits.prompt(second)],
+        seeds=seeds,
+        steps=steps,
+        guidance=guidance,
+        rectify=rectify,
+        anti_segregation=anti_segregation,
     )
     read = read_views(classifier, images, names)
     correct = read == np.array([first, second])
     return float(correct.all(1).mean()), correct.mean(0), images
+
+
+def save_illusions(images: torch.Tensor, view: str, path: Path) -> None:
+    """A grid of row pairs: ten illusions, then the same pictures under ``view``."""
+    seen = import_submodule("views").make_view(view).view(images)
+    rows = []
+    for start in range(0, len(images), 10):
+        rows += [images[start : start + 10], seen[start : start + 10]]
+    digits.grid(torch.cat(rows), min(10, len(images)), scale=2).save(path)
+
+
+def pairing_label(view: str, first: int, second: int) -> str:
+    return f"{first} / {view.replace('_', ' ')} → {second}"
+
+
+def mtl_variants(anti_segregation) -> dict[str, dict]:
+    """The four samplers --compare-mtl runs, by column title: ``sample_stage_1``'s MTL options for each."""
+    return {
+        "baseline": {},
+        "rectify": {"rectify": True},
+        "anti-segregation": {"anti_segregation": anti_segregation},
+        "both": {"rectify": True, "anti_segregation": anti_segregation},
+    }
+
+
+def compare_mtl(model, classifier, pairings, anti_segregation, *, seeds: int, steps: int, guidance: float, save=None):
+    """Print one markdown table: each pairing's illusion success under each variant of :func:`mtl_variants`,
+    the mean over the non-trivial pairings and each variant's wall time. Progress goes to stderr."""
+    variants = mtl_variants(anti_segregation)
+    success = {name: [] for name in variants}
+    seconds = dict.fromkeys(variants, 0.0)
+    for view, first, second in pairings:
+        for name, options in variants.items():
+            started = time.perf_counter()
+            rate, per_view, images = illusion_success(
+                model, classifier, view, first, second, seeds=seeds, steps=steps, guidance=guidance, **options
+            )
+            elapsed = time.perf_counter() - started
+            seconds[name] += elapsed
+            success[name].append(rate)
+            print(
+                f"{pairing_label(view, first, second)}, {name}: {rate:.0%} "
+                f"(as it is {per_view[0]:.0%}, {view} {per_view[1]:.0%}) in {elapsed:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            if save:
+                save_illusions(images, view, save / f"illusion_{view}_{first}_{second}_{name}.png")
+
+    def row(title: str, cells) -> str:
+        return "| " + " | ".join([title, *cells]) + " |"
+
+    print(
+        f"\nIllusion success (% of {seeds} seeds read right in both views), {steps} steps, guidance {guidance}; "
+        f"anti-segregation: step size {anti_segregation.step_size:g} after the first {anti_segregation.steps} steps\n"
+    )
+    print(row("pairing", variants))
+    print(row("---", ["---:"] * len(variants)))
+    for index, pairing in enumerate(pairings):
+        label = pairing_label(*pairing) + (" (trivial)" if pairing in TRIVIAL else "")
+        print(row(label, (f"{success[name][index]:.0%}" for name in variants)))
+    counted = [index for index, pairing in enumerate(pairings) if pairing not in TRIVIAL]
+    if counted:
+        print(
+            row(
+                "**mean over the non-trivial pairings**",
+                (f"**{np.mean([success[name][i] for i in counted]):.0%}**" for name in variants),
+            )
+        )
+    print(row("wall time", (f"{seconds[name]:.0f} s" for name in variants)))
 
 
 def variance_override(unet, mode: str):
@@ -171,9 +279,22 @@ def main(argv=None) -> int:
         help="override the model's variance channels (to compare)",
     )
     parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument(
+        "--compare-mtl",
+        action="store_true",
+        help="compare the illusions without and with Anagram-MTL's rectification / anti-segregation (one table)",
+    )
+    parser.add_argument("--anti-segregation-step", type=float, help="--compare-mtl: its gradient step (MTL: 5)")
+    parser.add_argument(
+        "--anti-segregation-steps", type=int, help="--compare-mtl: refine after this many first steps (MTL: 26)"
+    )
     parser.add_argument("--save", type=Path, help="write sample grids (PNG) into this folder")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    tuned = {"step_size": args.anti_segregation_step, "steps": args.anti_segregation_steps}
+    tuned = {key: value for key, value in tuned.items() if value is not None}
+    if tuned and not args.compare_mtl:
+        parser.error("--anti-segregation-step / --anti-segregation-steps only apply with --compare-mtl")
     torch.set_num_threads(args.threads)
 
     started = time.time()
@@ -190,6 +311,23 @@ def main(argv=None) -> int:
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
 
+    pairings = [tuple(int(p) if p.isdigit() else p for p in text.split(":")) for text in args.pairing] or PAIRINGS
+
+    if args.compare_mtl:
+        anti_segregation = import_submodule("sampling").AntiSegregation(**tuned)
+        compare_mtl(
+            model,
+            classifier,
+            pairings,
+            anti_segregation,
+            seeds=args.seeds,
+            steps=args.steps,
+            guidance=args.guidance,
+            save=args.save,
+        )
+        print(f"\ndone in {time.time() - started:.0f} s")
+        return 0
+
     if not args.skip_plain:
         results = plain_accuracy(model, classifier, seeds=args.seeds, steps=args.steps, guidance=args.guidance)
         overall = np.mean([rate for rate, _ in results.values()])
@@ -202,7 +340,6 @@ def main(argv=None) -> int:
             shown = torch.cat([images[:10] for _, images in results.values()])
             digits.grid(shown, 10, scale=2).save(args.save / "plain_samples.png")
 
-    pairings = [tuple(int(p) if p.isdigit() else p for p in text.split(":")) for text in args.pairing] or PAIRINGS
     for view, first, second in pairings:
         success, per_view, images = illusion_success(
             model, classifier, view, first, second, seeds=args.seeds, steps=args.steps, guidance=args.guidance
@@ -213,15 +350,7 @@ def main(argv=None) -> int:
             flush=True,
         )
         if args.save:
-            views = import_submodule("views")
-            seen = views.make_view(view).view(images)
-            # Row pairs: the illusions, then the same pictures under the view.
-            rows = []
-            for start in range(0, len(images), 10):
-                rows += [images[start : start + 10], seen[start : start + 10]]
-            digits.grid(torch.cat(rows), min(10, len(images)), scale=2).save(
-                args.save / f"illusion_{view}_{first}_{second}.png"
-            )
+            save_illusions(images, view, args.save / f"illusion_{view}_{first}_{second}.png")
     print(f"done in {time.time() - started:.0f} s")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import comfy.model_management
 from comfy_api.latest import io
 
+from ..sampling import SamplingInputError
 from ..sampling.inputs import MAX_VIEWS
 from ..sampling.text import encode_prompts
 from .labels import node_label
@@ -60,6 +61,14 @@ class AnagramPromptEncoder(io.ComfyNode):
                     multiline=True,
                     tooltip="Negative prompt for every view (IF's default: empty).",
                 ),
+                io.String.Input(
+                    "concept_words",
+                    default="",
+                    optional=True,
+                    tooltip="Anti-segregation only (Stage I sampler): the word naming each prompt's subject, in view "
+                    "order, separated by commas (e.g. 'deer, waterfall'). An empty entry, or an empty field, takes the "
+                    "prompt's last word, as Anagram-MTL does.",
+                ),
                 io.Boolean.Input(
                     "unload_encoder",
                     default=False,
@@ -76,9 +85,11 @@ class AnagramPromptEncoder(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, text_encoder, views, style, negative, unload_encoder, **prompt_fields) -> io.NodeOutput:
+    def execute(
+        cls, text_encoder, views, style, negative, unload_encoder, concept_words="", **prompt_fields
+    ) -> io.NodeOutput:
         check_sockets(cls, text_encoder=text_encoder, views=views)
-        check_text(cls, {"style": style, **prompt_fields, "negative": negative})
+        check_text(cls, {"style": style, **prompt_fields, "negative": negative, "concept_words": concept_words})
         label = node_label(cls)
         count = len(views)
         prompts = [prompt_fields[f"prompt_{k}"].strip() for k in range(1, count + 1)]
@@ -94,8 +105,18 @@ class AnagramPromptEncoder(io.ComfyNode):
                 f"{label}: prompt for view {extra[0]} is filled but only {count} views are wired: add a view node to "
                 f"the chain or clear prompts {count + 1} to {MAX_VIEWS}."
             )
+        words = [word.strip() or None for word in concept_words.split(",")] if concept_words.strip() else []
+        if len(words) > count:
+            raise ValueError(
+                f"{label}: concept_words: {len(words)} words for {count} views; give at most one per view, in view "
+                "order, separated by commas"
+            )
+        words += [None] * (count - len(words))
         comfy.model_management.throw_exception_if_processing_interrupted()
-        embeddings = encode_prompts(text_encoder.get(), prompts, negative, style=style)
+        try:
+            embeddings = encode_prompts(text_encoder.get(), prompts, negative, style=style, concept_words=words)
+        except SamplingInputError as error:
+            raise ValueError(f"{label}: {error.input_name}: {error.problem}") from error
         if unload_encoder:
             text_encoder.release()
         texts = tuple(f"{style} {prompt}".strip() for prompt in prompts)

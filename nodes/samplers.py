@@ -16,6 +16,7 @@ from PIL import Image
 from ..sampling import (
     IF_SCHEDULE_NAMES,
     REDUCTIONS,
+    AntiSegregation,
     SamplingInputError,
     sample_stage_1,
     sample_stage_2,
@@ -26,7 +27,7 @@ from .comfy_rules import out_of_memory, out_of_memory_errors
 from .images import check_image, to_comfy_image, to_model_space
 from .labels import node_label
 from .sockets import check_sockets
-from .types import CATEGORY, Prompts, StageIIModel, StageIModel, Views
+from .types import CATEGORY, Prompts, StageIIModel, StageIModel, Views, view_weights
 
 STEP_COUNT = "steps"  # the schedule choice that uses the steps widget
 PREVIEW_SIZE = 512
@@ -56,6 +57,57 @@ SEED_MODE_TOOLTIP = (
     "cascade reproduces the paper's images for the same seed. To continue one candidate picked from a batch, "
     "give seed + k."
 )
+
+
+RECTIFY_TOOLTIP = (
+    "Anagram-MTL's noise variance rectification: the mean of the views' noise estimates is rescaled to unit "
+    "variance (by 1/sqrt(sum a_i^2 + 2 sum rho_ij a_i a_j), rho_ij the estimates' correlation, a_i the view "
+    "weights), instead of shrinking where the views disagree. Costs nothing measurable. Needs reduction mean."
+)
+ANTI_SEGREGATION_TOOLTIP = (
+    "Anagram-MTL's anti-segregation: in the early steps, nudges the image so that every view's subject (its "
+    "prompt's concept word) draws attention from the same pixels, instead of each settling in a region of its "
+    "own. Costs about one more UNet call with a backward pass per early step and per candidate. Permutation views "
+    "only (flips, rotations, jigsaw, ...)."
+)
+MTL_DEFAULTS = AntiSegregation()
+
+
+def _rectify_input() -> io.Boolean.Input:
+    return io.Boolean.Input("rectify", default=False, optional=True, tooltip=RECTIFY_TOOLTIP)
+
+
+def _anti_segregation_inputs() -> list[io.Input]:
+    return [
+        io.Boolean.Input("anti_segregation", default=False, optional=True, tooltip=ANTI_SEGREGATION_TOOLTIP),
+        io.Float.Input(
+            "anti_segregation_step",
+            default=MTL_DEFAULTS.step_size,
+            min=0.0,
+            max=100.0,
+            step=0.1,
+            optional=True,
+            tooltip=f"Anti-segregation's gradient step on the image (Anagram-MTL: {MTL_DEFAULTS.step_size:g}).",
+        ),
+        io.Int.Input(
+            "anti_segregation_steps",
+            default=MTL_DEFAULTS.steps,
+            min=0,
+            max=1000,
+            optional=True,
+            tooltip="Refine after each of the first this-many denoising steps (Anagram-MTL: "
+            f"{MTL_DEFAULTS.steps} of 30). The last step is never refined.",
+        ),
+        io.Int.Input(
+            "attention_size",
+            default=0,
+            min=0,
+            max=1024,
+            optional=True,
+            tooltip="Side in pixels of the attention maps anti-segregation reads; 0 takes the largest size at which "
+            "the UNet's down and up blocks attend (32 for IF-I, Anagram-MTL's choice; 8 for the digits demo).",
+        ),
+    ]
 
 
 def _schedule_input(
@@ -113,8 +165,9 @@ def _timesteps(schedule: str) -> str | None:
 
 def _out_of_memory(label: str, error: BaseException) -> BaseException:
     return out_of_memory(
-        f"{label}: out of memory. Lower 'candidates' (Stage I) or the image batch (Stage II), pick offload "
-        "'model' (or 'sequential') in the IF loader, or load a smaller model (IF-I-L / IF-I-M, IF-II-M).",
+        f"{label}: out of memory. Lower 'candidates' (Stage I) or the image batch (Stage II), turn "
+        "anti-segregation off (its backward pass needs memory of its own), pick offload 'model' (or "
+        "'sequential') in the IF loader, or load a smaller model (IF-I-L / IF-I-M, IF-II-M).",
         error,
     )
 
@@ -151,6 +204,7 @@ def _run(sample, loaded, *, prompts, views, seed, steps, schedule, guidance, red
         timesteps=_timesteps(schedule),
         guidance_scale=guidance,
         reduction=_reduction(reduction, views),
+        view_weights=view_weights(views),
         callback=on_step,
         device=loaded.device,
         **stage_inputs,
@@ -173,16 +227,43 @@ class AnagramStageI(io.ComfyNode):
                     seed_tooltip="Seed of the first candidate; candidate k uses seed + k, as the paper's seeds do.",
                 ),
                 io.Int.Input("candidates", default=1, min=1, max=16, tooltip=CANDIDATES_TOOLTIP),
+                # Optional and after the older inputs, so graphs saved before them load and run as before.
+                _rectify_input(),
+                *_anti_segregation_inputs(),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The 64 px illusions, one per candidate.")],
         )
 
     @classmethod
-    def execute(cls, model, prompts, views, candidates, **sampling_inputs) -> io.NodeOutput:
+    def execute(
+        cls,
+        model,
+        prompts,
+        views,
+        candidates,
+        rectify=False,
+        anti_segregation=False,
+        anti_segregation_step=MTL_DEFAULTS.step_size,
+        anti_segregation_steps=MTL_DEFAULTS.steps,
+        attention_size=0,
+        **sampling_inputs,
+    ) -> io.NodeOutput:
         check_sockets(cls, model=model, prompts=prompts, views=views)
+        settings = None
+        if anti_segregation:
+            settings = AntiSegregation(
+                step_size=anti_segregation_step, steps=anti_segregation_steps, attention_size=attention_size or None
+            )
         with _readable_errors(node_label(cls)):
             images = _run(
-                sample_stage_1, model.get(), prompts=prompts, views=views, num_candidates=candidates, **sampling_inputs
+                sample_stage_1,
+                model.get(),
+                prompts=prompts,
+                views=views,
+                num_candidates=candidates,
+                rectify=rectify,
+                anti_segregation=settings,
+                **sampling_inputs,
             )
         return io.NodeOutput(to_comfy_image(images))
 
@@ -228,6 +309,7 @@ class AnagramStageII(io.ComfyNode):
                     optional=True,
                     tooltip_prefix="'continue Stage I' only: the schedule Stage I ran. ",
                 ),
+                _rectify_input(),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The 256 px illusions, one per input image.")],
         )
@@ -244,6 +326,7 @@ class AnagramStageII(io.ComfyNode):
         seed_mode=OWN_SEED,
         stage_1_steps=30,
         stage_1_schedule=STEP_COUNT,
+        rectify=False,
         **sampling_inputs,
     ) -> io.NodeOutput:
         label = node_label(cls)
@@ -291,6 +374,7 @@ class AnagramStageII(io.ComfyNode):
                 image_noising_scheduler=loaded.pipeline.image_noising_scheduler,
                 image=low_res.clamp(-1, 1),
                 noise_level=noise_level,
+                rectify=rectify,
                 **sampling_inputs,
             )
         return io.NodeOutput(to_comfy_image(images))

@@ -7,6 +7,7 @@ defaults and tooltips come from its ``PARAMS``.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from comfy_api.latest import io
@@ -15,7 +16,12 @@ from ..sampling.inputs import MAX_VIEWS
 from ..views import VIEW_CLASSES, ParamSpec, View, ViewError, make_view
 from .labels import node_label
 from .sockets import check_sockets
-from .types import CATEGORY, Views
+from .types import CATEGORY, ViewChain, Views
+
+WEIGHT_TOOLTIP = (
+    "How much this view's noise estimate counts in the mix (relative to the other views' weights; the "
+    "paper: all 1). Raise it when this view's subject is too faint, lower it when it dominates."
+)
 
 
 def _widget(spec: ParamSpec) -> io.Input:
@@ -57,6 +63,10 @@ class ViewNode(io.ComfyNode):
                     tooltip="Earlier views of the illusion. This view goes after them: view k pairs with prompt k.",
                 ),
                 *(_widget(spec) for spec in view_class.PARAMS),
+                # Optional and last, so workflows saved before it still load (and validate) unchanged.
+                io.Float.Input(
+                    "weight", default=1.0, min=0.0, max=10.0, step=0.05, optional=True, tooltip=WEIGHT_TOOLTIP
+                ),
             ],
             outputs=[
                 Views.Output(
@@ -68,9 +78,9 @@ class ViewNode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, views=None, **params) -> io.NodeOutput:
+    def execute(cls, views=None, weight=1.0, **params) -> io.NodeOutput:
         check_sockets(cls, views=views)
-        chain = tuple(views or ())
+        chain = views if isinstance(views, ViewChain) else ViewChain(views or ())
         label = node_label(cls)
         if len(chain) >= MAX_VIEWS:
             raise ValueError(
@@ -81,7 +91,9 @@ class ViewNode(io.ComfyNode):
             view = make_view(cls.view_class.name, **params)
         except ViewError as error:
             raise ValueError(f"{label}: {error}") from error
-        return io.NodeOutput(chain + (view,))
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"{label}: weight: must be a number >= 0, got {weight}")
+        return io.NodeOutput(chain.then(view, weight))
 
 
 VIEW_NODES: list[type[io.ComfyNode]] = [

@@ -6,6 +6,7 @@ IF UNet and scheduler; ``PromptEmbeddings`` carries one prompt per view.
 prompts the way IF's own pipeline does.
 """
 
+from .anti_segregation import AntiSegregation
 from .errors import SamplingCancelled, SamplingInputError
 from .loading import DTYPES, HUB_IDS, OFFLOADS, LoadedStage, estimated_bytes, load_if_stage, release
 from .model_errors import LoadCancelled, ModelLoadError
@@ -22,6 +23,7 @@ from .stages import (
 from .text import PRECISIONS, T5Encoder, encode_prompts, load_t5, release_t5
 
 __all__ = [
+    "AntiSegregation",
     "DTYPES",
     "HUB_IDS",
     "OFFLOADS",

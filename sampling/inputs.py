@@ -35,12 +35,58 @@ class RunChecks:
     reduction: str
     view_weights: Sequence[float] | None
     max_batch_size: int | None
+    rectify: bool = False
 
     def __post_init__(self):
         self._check_views()
         self._check_embeddings()
         self._check_candidates()
         self._check_guidance()
+        if self.rectify and self.reduction != "mean":
+            raise SamplingInputError(
+                "rectify",
+                f"rectification rescales the mean of the views' estimates (anagrams); reduction {self.reduction!r} "
+                "does not average them (factorized views' 'sum' is unit-variance by construction). Use reduction "
+                "'mean' or turn rectify off",
+            )
+
+    def check_anti_segregation(self, settings, size: int) -> None:
+        """Anti-segregation's inputs beyond its settings (``settings.check()``): concept words, and
+        views that move pixels, which must apply at the attention maps' ``size``."""
+        if len(self.views) < 2:
+            raise SamplingInputError(
+                "anti-segregation", "it keeps several views' subjects together: give 2 or more views"
+            )
+        for index, view in enumerate(self.views):
+            if view.kind != "permutation":
+                raise SamplingInputError(
+                    "anti-segregation",
+                    f"view {index + 1} ({view.name}) changes colours or frequencies, not positions, so its attention "
+                    "maps cannot be moved back to the picture's frame. Use it with permutation views (flips, "
+                    "rotations, jigsaw, ...) or turn anti-segregation off",
+                )
+        spans = self.embeddings.concept_spans
+        if spans is None:
+            raise SamplingInputError(
+                "prompt embeddings",
+                "anti-segregation needs each prompt's concept-word tokens: encode the prompts with encode_prompts "
+                "(or set PromptEmbeddings.concept_spans)",
+            )
+        if len(spans) != len(self.views):
+            raise SamplingInputError("prompt embeddings", f"{len(spans)} concept spans for {len(self.views)} views")
+        for index, span in enumerate(spans):
+            if span is None:
+                raise SamplingInputError(
+                    "concept words",
+                    f"prompt {index + 1}'s last word lies past IF's first 77 tokens: shorten the prompt or name "
+                    "its concept word",
+                )
+            start, end = span
+            if not 0 <= start < end <= self.embeddings.positive.shape[1]:
+                raise SamplingInputError(
+                    "concept words", f"prompt {index + 1}'s concept tokens [{start}, {end}) lie outside its tokens"
+                )
+        self.check_views_at(size)
 
     def check_views_at(self, size: int) -> None:
         for index, view in enumerate(self.views):
@@ -58,6 +104,7 @@ class RunChecks:
             reduction=self.reduction,
             view_weights=self.view_weights,
             max_batch_size=self.max_batch_size,
+            rectify=self.rectify,
         )
 
     def _check_views(self) -> None:

@@ -187,11 +187,24 @@ def load_if_stage(
     preferred = _local_variant(folder, STAGE_WEIGHT_COMPONENTS[stage], torch_dtype)
     variants = [preferred, None] if preferred else [None]
 
-    pipeline, variant = _from_pretrained(folder, stage, torch_dtype, variants, hub_id=hub_id)
-    _check_loaded_stage(pipeline, stage, label)
-    if pipeline.unet.dtype != torch_dtype:  # a diffusers that ignored the dtype argument
-        pipeline.to(dtype=torch_dtype, silence_dtype_warnings=True)
+    # Outside inference mode (ComfyUI runs nodes inside it): weights made there are inference tensors,
+    # which autograd refuses, and anti-segregation takes gradients through the UNet.
+    with torch.inference_mode(False):
+        pipeline, variant = _from_pretrained(folder, stage, torch_dtype, variants, hub_id=hub_id)
+        _check_loaded_stage(pipeline, stage, label)
+        # Loaded for sampling only: frozen weights also keep a backward pass from saving what weight
+        # gradients would need.
+        pipeline.unet.requires_grad_(False)
+        if pipeline.unet.dtype != torch_dtype:  # a diffusers that ignored the dtype argument
+            pipeline.to(dtype=torch_dtype, silence_dtype_warnings=True)
+        _place(pipeline, stage, label, device, torch_dtype, offload)
+    return LoadedStage(
+        pipeline=pipeline, stage=stage, source=label, device=device, dtype=torch_dtype, offload=offload, variant=variant
+    )
 
+
+def _place(pipeline, stage: int, label: str, device: torch.device, torch_dtype: torch.dtype, offload: str) -> None:
+    """Move the pipeline to ``device``, or set up its CPU offload towards it."""
     try:
         if offload == "none":
             pipeline.to(device, silence_dtype_warnings=True)
@@ -206,9 +219,6 @@ def load_if_stage(
             f"{'' if offload == 'none' else f' with offload {offload!r}'}: free memory (unload other models), "
             "pick offload 'model' (or 'sequential': least memory, slowest), fp16, or a smaller model"
         ) from error
-    return LoadedStage(
-        pipeline=pipeline, stage=stage, source=label, device=device, dtype=torch_dtype, offload=offload, variant=variant
-    )
 
 
 def release(loaded: LoadedStage) -> None:

@@ -20,6 +20,7 @@ import torch
 
 # IF predicts 3 noise channels, then (optionally) 3 variance channels; the views know it too, so it has one home.
 from ..views.base import NOISE_CHANNELS
+from .rectification import rectified_mean
 
 REDUCTIONS = ("mean", "sum", "alternate")
 
@@ -30,10 +31,13 @@ class PromptEmbeddings:
 
     ``positive`` is (N, L, D). ``negative`` is (N, L, D) or (1, L, D), the
     latter shared by every view (IF's usual empty negative prompt).
+    ``concept_spans`` (anti-segregation) gives, per prompt, the tokens ``[start, end)``
+    of its concept word, or None where the word was cut off with the prompt's end.
     """
 
     positive: torch.Tensor
     negative: torch.Tensor
+    concept_spans: tuple[tuple[int, int] | None, ...] | None = None
 
     @property
     def num_prompts(self) -> int:
@@ -62,6 +66,7 @@ class MultiViewDenoiser:
         max_batch_size: int | None,
         device: torch.device,
         dtype: torch.dtype,
+        rectify: bool = False,
         condition: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
     ):
@@ -77,6 +82,12 @@ class MultiViewDenoiser:
             if view_weights is None
             else torch.tensor(list(view_weights), device=device, dtype=dtype).view(-1, 1, 1, 1, 1)
         )
+        # MTL's rectified mean weighs the views with weights that sum to 1 (uniform without view weights).
+        self._rectify_weights = None
+        if rectify:
+            raw = torch.ones(self.num_views, dtype=dtype) if view_weights is None else torch.tensor(list(view_weights))
+            raw = raw.to(device=device, dtype=dtype)
+            self._rectify_weights = raw / raw.sum()
 
         positive = embeddings.positive.to(device=device, dtype=dtype)
         negative = embeddings.negative.to(device=device, dtype=dtype).expand_as(positive)
@@ -162,7 +173,10 @@ class MultiViewDenoiser:
         if self.reduction == "alternate":
             return inverted[0]
         noise, variance = inverted[:, :, :NOISE_CHANNELS], inverted[:, :, NOISE_CHANNELS:]
-        if self.weights is None:
+        if self._rectify_weights is not None:
+            noise = rectified_mean(noise, self._rectify_weights)
+            variance = (variance * self._rectify_weights.view(-1, 1, 1, 1, 1)).sum(0)
+        elif self.weights is None:
             # Factorized views ("sum") add their components; variances are always averaged.
             noise = noise.sum(0) if self.reduction == "sum" else noise.mean(0)
             variance = variance.mean(0)

@@ -24,6 +24,7 @@ I's draws, so the whole cascade reproduces the published code's seeds.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
+from .anti_segregation import AntiSegregation, AntiSegregationStep, attention_size
 from .errors import SamplingCancelled
 from .inputs import RunChecks, check_seed, check_stage_1_unet, check_stage_2_inputs
 from .multiview import MultiViewDenoiser, PromptEmbeddings
@@ -101,7 +103,6 @@ def stage_1_generators_after(
     return generators
 
 
-@torch.inference_mode()
 def sample_stage_1(
     unet,
     scheduler,
@@ -116,6 +117,8 @@ def sample_stage_1(
     guidance_scale: float = 10.0,
     reduction: str = "mean",
     view_weights: Sequence[float] | None = None,
+    rectify: bool = False,
+    anti_segregation: AntiSegregation | None = None,
     max_batch_size: int | None = None,
     callback: StepCallback | None = None,
     device: torch.device | str | None = None,
@@ -125,35 +128,56 @@ def sample_stage_1(
     ``timesteps`` may be an explicit descending list or an IF schedule name
     (``"smart50"``, ``"fast27"``, ...), replacing ``num_inference_steps``.
     ``generators`` (one CPU generator per candidate) replace ``seed``.
+    ``rectify`` (:mod:`.rectification`) and ``anti_segregation``
+    (:mod:`.anti_segregation`) are Anagram-MTL's improvements; off, the run is
+    the published Visual Anagrams loop.
     """
-    run = RunChecks(
-        stage="Stage I",
-        unet=unet,
-        views=views,
-        embeddings=embeddings,
-        num_candidates=num_candidates,
-        seed=seed,
-        generators=generators,
-        guidance_scale=guidance_scale,
-        reduction=reduction,
-        view_weights=view_weights,
-        max_batch_size=max_batch_size,
-    )
-    check_stage_1_unet(unet)
-    size = unet.config.sample_size
-    run.check_views_at(size)
-    device, dtype = _execution_device(unet, device), unet.dtype
-    scheduler = _fresh_copy(scheduler)
-    resolve_timesteps(scheduler, num_inference_steps, timesteps)
-    generators = _generators(seed, generators, num_candidates)
+    with _autograd_off(gradients_inside=anti_segregation is not None):
+        run = RunChecks(
+            stage="Stage I",
+            unet=unet,
+            views=views,
+            embeddings=embeddings,
+            num_candidates=num_candidates,
+            seed=seed,
+            generators=generators,
+            guidance_scale=guidance_scale,
+            reduction=reduction,
+            view_weights=view_weights,
+            max_batch_size=max_batch_size,
+            rectify=rectify,
+        )
+        check_stage_1_unet(unet)
+        size = unet.config.sample_size
+        run.check_views_at(size)
+        if anti_segregation is not None:
+            anti_segregation.check()
+            run.check_anti_segregation(anti_segregation, attention_size(unet, anti_segregation))
+        device, dtype = _execution_device(unet, device), unet.dtype
+        scheduler = _fresh_copy(scheduler)
+        resolve_timesteps(scheduler, num_inference_steps, timesteps)
+        generators = _generators(seed, generators, num_candidates)
 
-    sample = randn_tensor(
-        (num_candidates, unet.config.in_channels, size, size), generator=generators, device=device, dtype=dtype
-    )
-    sample = sample * scheduler.init_noise_sigma
-    denoiser = MultiViewDenoiser(unet, views, embeddings, device=device, dtype=dtype, **run.denoiser_options())
-    images = _denoise(scheduler, denoiser, sample, generators, callback)
-    return SampleResult(images=images, generators=generators)
+        sample = randn_tensor(
+            (num_candidates, unet.config.in_channels, size, size), generator=generators, device=device, dtype=dtype
+        )
+        sample = sample * scheduler.init_noise_sigma
+        denoiser = MultiViewDenoiser(unet, views, embeddings, device=device, dtype=dtype, **run.denoiser_options())
+        refine = None
+        if anti_segregation is not None and anti_segregation.steps > 0:
+            refine = AntiSegregationStep(
+                anti_segregation,
+                unet,
+                scheduler,
+                views,
+                embeddings.positive,
+                embeddings.concept_spans,
+                max_batch_size=max_batch_size,
+                device=device,
+                dtype=dtype,
+            )
+        images = _denoise(scheduler, denoiser, sample, generators, callback, refine)
+        return SampleResult(images=images, generators=generators)
 
 
 @torch.inference_mode()
@@ -173,6 +197,7 @@ def sample_stage_2(
     guidance_scale: float = 10.0,
     reduction: str = "mean",
     view_weights: Sequence[float] | None = None,
+    rectify: bool = False,
     max_batch_size: int | None = None,
     callback: StepCallback | None = None,
     device: torch.device | str | None = None,
@@ -198,6 +223,7 @@ def sample_stage_2(
         reduction=reduction,
         view_weights=view_weights,
         max_batch_size=max_batch_size,
+        rectify=rectify,
     )
     size = unet.config.sample_size
     run.check_views_at(image.shape[-1])
@@ -234,7 +260,9 @@ def sample_stage_2(
     return SampleResult(images=images, generators=generators)
 
 
-def _denoise(scheduler, denoiser: MultiViewDenoiser, sample, generators, callback) -> torch.Tensor:
+def _denoise(
+    scheduler, denoiser: MultiViewDenoiser, sample, generators, callback, refine: AntiSegregationStep | None = None
+) -> torch.Tensor:
     timesteps = scheduler.timesteps
     total = len(timesteps)
     # One place where x_t is formed before the views see it: a reference image
@@ -242,11 +270,26 @@ def _denoise(scheduler, denoiser: MultiViewDenoiser, sample, generators, callbac
     for index, timestep in enumerate(timesteps):
         estimate = denoiser(scheduler.scale_model_input(sample, timestep), timestep, index)
         sample, predicted_clean = scheduler.step(estimate, timestep, sample, generator=generators, return_dict=False)
+        if refine is not None and refine.settings.applies_after(index, total):
+            # Anagram-MTL refines x_{t-1} against the next timestep, before the next step sees it.
+            sample = refine(sample, timesteps[index + 1])
         if callback is not None:
             info = StepInfo(index + 1, total, int(timestep), sample, predicted_clean)
             if callback(info):
                 raise SamplingCancelled(index + 1, total)
     return sample
+
+
+def _autograd_off(*, gradients_inside: bool) -> contextlib.AbstractContextManager:
+    """Inference mode for a plain run. Anti-segregation takes gradients inside the run, and autograd
+    refuses tensors made in inference mode, so such a run leaves it (a caller's too: ComfyUI runs
+    nodes inside it) and turns gradients off with ``no_grad`` instead."""
+    if not gradients_inside:
+        return torch.inference_mode()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode(False))
+    stack.enter_context(torch.no_grad())
+    return stack
 
 
 def _generators(seed: int, generators, num_candidates: int) -> list[torch.Generator]:

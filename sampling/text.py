@@ -50,6 +50,7 @@ __all__ = [
     "PRECISIONS",
     "LoadCancelled",
     "T5Encoder",
+    "concept_token_span",
     "encode_prompts",
     "estimated_t5_bytes",
     "load_t5",
@@ -185,6 +186,7 @@ def encode_prompts(
     negative_prompt: str = "",
     *,
     style: str = "",
+    concept_words: Sequence[str | None] | None = None,
 ) -> PromptEmbeddings:
     """One embedding per prompt (view order), as ``IFPipeline.encode_prompt`` makes them.
 
@@ -193,6 +195,10 @@ def encode_prompts(
     encoded with its attention mask. Returns ``positive`` (N, 77, D) and the
     negative prompt encoded once, (1, 77, D), both on the CPU in the encoder's
     dtype (the samplers move and cast them). T5 runs under ``torch.inference_mode``.
+
+    ``concept_spans`` locate each prompt's concept word for anti-segregation: the
+    word ``concept_words[k]`` names, or (None, empty, or no list) the prompt's last
+    word, as Anagram-MTL takes it.
     """
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -204,13 +210,48 @@ def encode_prompts(
             raise SamplingInputError("prompts", f"prompt {index + 1} is a {type(prompt).__name__}, not text")
     if not isinstance(negative_prompt, str) or not isinstance(style, str):
         raise SamplingInputError("prompts", "the negative prompt and the style must be text")
+    words = _concept_words(concept_words, len(prompts))
     t5._live()
+    texts = [f"{style} {prompt}".strip() for prompt in prompts]
+    spans = tuple(
+        concept_token_span(t5.tokenizer, text, word, prompt_number=index + 1)
+        for index, (text, word) in enumerate(zip(texts, words, strict=True))
+    )
     with torch.inference_mode():
         # One prompt per call, as the published code does: batched GEMMs may round differently.
-        positive = torch.cat([_encode_one(t5, f"{style} {prompt}".strip()) for prompt in prompts])
+        positive = torch.cat([_encode_one(t5, text) for text in texts])
         negative = _encode_one(t5, negative_prompt)
     # Ordinary tensors (not inference tensors), so later autograd code can use them too.
-    return PromptEmbeddings(positive=positive.clone(), negative=negative.clone())
+    return PromptEmbeddings(positive=positive.clone(), negative=negative.clone(), concept_spans=spans)
+
+
+def concept_token_span(
+    tokenizer, text: str, word: str | None = None, *, prompt_number: int = 1
+) -> tuple[int, int] | None:
+    """The tokens ``[start, end)`` of ``word`` in ``text`` as IF encodes it (lower-cased, 77 tokens).
+
+    ``word`` None means the text's last word (Anagram-MTL's choice). As MTL does, the word is
+    tokenized alone (without the end-of-text token) and its first occurrence among the prompt's
+    tokens is taken. A named word that is not there is an error; the last word, which is always
+    there, gives None only when the prompt's end was cut off at 77 tokens.
+    """
+    text = text.lower().strip()
+    named = word is not None
+    word = (word if named else (text.split() or [""])[-1]).lower().strip()
+    word_ids = tokenizer(word, add_special_tokens=False).input_ids if word else []
+    prompt_ids = tokenizer(text, max_length=MAX_PROMPT_TOKENS, truncation=True).input_ids
+    length = len(word_ids)
+    for start in range(len(prompt_ids) - length + 1 if length else 0):
+        if prompt_ids[start : start + length] == word_ids:
+            return start, start + length
+    if named:
+        raise SamplingInputError(
+            "concept words",
+            f"{word!r} is not a word of prompt {prompt_number} ({text!r}"
+            + (", or lies past its first 77 tokens" if len(prompt_ids) >= MAX_PROMPT_TOKENS else "")
+            + "): name a word of that prompt, or leave it empty for the prompt's last word",
+        )
+    return None
 
 
 def release_t5(t5: T5Encoder) -> None:
@@ -253,6 +294,21 @@ def bitsandbytes_problem() -> str | None:
 
 
 # -- internals --------------------------------------------------------------------------------
+def _concept_words(concept_words, count: int) -> list[str | None]:
+    if concept_words is None:
+        return [None] * count
+    if isinstance(concept_words, str) or len(concept_words) != count:
+        raise SamplingInputError(
+            "concept words", f"give one word (or None) per prompt: {count} prompts, got {concept_words!r}"
+        )
+    words = []
+    for index, word in enumerate(concept_words):
+        if word is not None and not isinstance(word, str):
+            raise SamplingInputError("concept words", f"word {index + 1} is a {type(word).__name__}, not text")
+        words.append(word.strip() if word and word.strip() else None)
+    return words
+
+
 def _encode_one(t5: T5Encoder, text: str) -> torch.Tensor:
     text = text.lower().strip()  # IFPipeline._text_preprocessing with clean_caption=False
     tokens = t5.tokenizer(

@@ -314,7 +314,8 @@ def test_queueing_the_flip_example_from_the_ui_shows_the_illusion_in_the_viewer(
 
     encoder = next(node for node in ui["nodes"] if node["type"] == ENCODER)
     style, first, second = encoder["widgets_values"][:3]
-    candidates = next(n for n in ui["nodes"] if n["type"] == "VisualAnagramsStageI")["widgets_values"][-1]
+    (stage_1,) = [n["inputs"] for n in api_workflow("flip").values() if n["class_type"] == "VisualAnagramsStageI"]
+    candidates = stage_1["candidates"]
     assert [view["name"] for view in data["views"]] == ["identity", "flip"]
     assert [view["mode"] for view in data["views"]] == ["still", "css"]
     assert [view["caption"] for view in data["views"]] == [f"{style} {first}", f"{style} {second}"]
@@ -336,6 +337,26 @@ def test_queueing_the_flip_example_from_the_ui_shows_the_illusion_in_the_viewer(
     # The other candidate of the batch is one click away.
     page.locator(".va-next").first.click()
     assert viewer_state(page, preview)["image"] == 1
+    assert_no_console_errors_from_us(page, page.console_mark)
+
+
+def test_queueing_the_digits_mtl_example_from_the_ui_runs_with_anagram_mtls_options(page, comfy_server):
+    """The embedded digits model with rectify and anti-segregation on, run from the canvas."""
+    load_workflow(page, ui_workflow("digits_mtl"))
+    (sampler,) = nodes_of(page, "VisualAnagramsStageI")
+    widgets = page.evaluate(
+        "(id) => Object.fromEntries(app.graph.getNodeById(id).widgets.map(w => [w.name, w.value]))", sampler
+    )
+    assert (widgets["rectify"], widgets["anti_segregation"], widgets["anti_segregation_step"]) == (True, True, 5.0)
+    # Two steps, so anti-segregation refines once; one candidate, to keep it quick on a CPU.
+    set_widgets(page, "VisualAnagramsStageI", {"steps": 2, "candidates": 1})
+    set_widgets(page, PREVIEW, {"frames_per_view": 4})
+    (preview,) = nodes_of(page, PREVIEW)
+    click_run(page)
+    data = wait_for_viewer(page, preview)
+    assert [view["name"] for view in data["views"]] == ["identity", "flip"]
+    assert len(data["images"]) == 1
+    comfy_server.wait_idle(timeout=RUN_TIMEOUT_MS / 1000)
     assert_no_console_errors_from_us(page, page.console_mark)
 
 

@@ -290,7 +290,8 @@ def test_interrupt_stops_a_run_within_a_step_and_the_next_prompt_runs(comfy_serv
 
 @pytest.mark.parametrize("name", workflow_names())
 def test_every_api_example_runs_with_the_tiny_models(comfy_server, name):
-    graph = with_tiny_models(api_workflow(name), steps=1, frames_per_view=2, hold_frames=0)
+    # Two steps, so the examples with anti-segregation refine once (never after the last step).
+    graph = with_tiny_models(api_workflow(name), steps=2, frames_per_view=2, hold_frames=0)
     result = comfy_server.run(graph, timeout=900)
     # Each saver by what it saves (ComfyUI runs output nodes in no promised order).
     saved = {}

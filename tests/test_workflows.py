@@ -32,9 +32,15 @@ from workflow_tools import (
     workflow_names,
 )
 
-NAMES = ["digits_demo", "flip", "hybrid", "jigsaw", "negate", "rotate_cw", "three_views"]
-#: The examples that run DeepFloyd IF with the paper's settings (digits_demo runs the embedded demo model).
-PAPER_NAMES = [name for name in NAMES if name != "digits_demo"]
+NAMES = ["digits_demo", "digits_mtl", "flip", "hybrid", "jigsaw", "leopard_mtl", "negate", "rotate_cw", "three_views"]
+#: The examples that run the embedded demo model; the others run DeepFloyd IF with the paper's settings.
+DEMO_NAMES = ["digits_demo", "digits_mtl"]
+PAPER_NAMES = [name for name in NAMES if name not in DEMO_NAMES]
+#: The examples with Anagram-MTL's options on: which sampler inputs they set.
+MTL_OPTIONS = {
+    "digits_mtl": ({"rectify": True, "anti_segregation": True}, None),
+    "leopard_mtl": ({"rectify": True, "anti_segregation": True}, {"rectify": True}),
+}
 THUMBNAIL_MAX_BYTES = 60_000
 NODE_TITLE_HEIGHT = 30
 MODEL_INPUTS = {
@@ -128,6 +134,7 @@ def test_settings_are_the_papers_defaults():
         "negate": ["identity", "negate"],
         "three_views": ["identity", "rotate_cw", "rotate_ccw"],
         "hybrid": ["low_pass", "high_pass"],
+        "leopard_mtl": ["identity", "rotate_cw"],
     }
     expected_prompts = {
         "rotate_cw": ("an oil painting of", ["a snowy mountain village", "a horse"]),
@@ -136,6 +143,7 @@ def test_settings_are_the_papers_defaults():
         "negate": ("a lithograph of", ["a waterfall", "a skull"]),
         "three_views": ("a watercolor of", ["a rabbit", "a duck", "a giraffe"]),
         "hybrid": ("a photo of", ["a waterfall", "a deer"]),
+        "leopard_mtl": ("a charcoal drawing of", ["a leopard", "a savannah"]),
     }
     for name in PAPER_NAMES:
         api = api_workflow(name)
@@ -153,6 +161,16 @@ def test_settings_are_the_papers_defaults():
             stage_1["schedule"],
         )
         assert stage_1["candidates"] == 2 and stage_2["noise_level"] == 50
+        # Anagram-MTL's options: on (at MTL's settings) where the example says so, off everywhere else.
+        stage_1_mtl, stage_2_mtl = MTL_OPTIONS.get(name, ({}, {}))
+        assert stage_1["rectify"] is stage_1_mtl.get("rectify", False)
+        assert stage_1["anti_segregation"] is stage_1_mtl.get("anti_segregation", False)
+        assert (stage_1["anti_segregation_step"], stage_1["anti_segregation_steps"], stage_1["attention_size"]) == (
+            5.0,
+            26,
+            0,
+        )
+        assert stage_2["rectify"] is stage_2_mtl.get("rectify", False)
         assert by_type["VisualAnagramsLoadStageI"][0]["model"] == "DeepFloyd/IF-I-M-v1.0"
         assert by_type["VisualAnagramsLoadStageII"][0]["model"] == "DeepFloyd/IF-II-M-v1.0"
         assert by_type["VisualAnagramsLoadT5"] == [
@@ -197,19 +215,30 @@ def test_digits_demo_runs_the_embedded_model_without_stage_ii():
     ]
     (upscale,) = by_type["ImageScaleBy"]
     assert api[upscale["image"][0]]["class_type"] == "VisualAnagramsStageI" and upscale["scale_by"] == 4.0
+    assert (stage_1["rectify"], stage_1["anti_segregation"]) == (False, False)
+
+
+def test_digits_mtl_is_the_demo_with_anagram_mtls_options():
+    api = api_workflow("digits_mtl")
+    (stage_1,) = [n["inputs"] for n in api.values() if n["class_type"] == "VisualAnagramsStageI"]
+    assert (stage_1["seed"], stage_1["steps"], stage_1["guidance"], stage_1["candidates"]) == (0, 30, 4.0, 4)
+    assert (stage_1["rectify"], stage_1["anti_segregation"]) == (True, True)
+    loaders = [n["inputs"] for n in api.values() if n["class_type"].startswith("VisualAnagramsLoad")]
+    assert [inputs.get("model", inputs.get("encoder")) for inputs in loaders] == [DEMO_MODEL, DEMO_MODEL]
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_image_is_saved(name):
     api = api_workflow(name)
-    if name == "digits_demo":  # 64 px illusions upscaled for viewing, saved under their own folder
+    if name in DEMO_NAMES:  # 64 px illusions upscaled for viewing, saved under their own folder
         saves = [node for node in api.values() if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP")]
         sources = sorted((api[n["inputs"]["images"][0]]["class_type"], n["inputs"]["images"][1]) for n in saves)
         assert sources == [("ImageScaleBy", 0), ("VisualAnagramsViewPreview", 0), ("VisualAnagramsViewPreview", 1)]
+        folder = "visual_anagrams_demo" if name == "digits_demo" else f"visual_anagrams/{name}"
         assert sorted(n["inputs"]["filename_prefix"] for n in saves) == [
-            "visual_anagrams_demo/animation",
-            "visual_anagrams_demo/illusion",
-            "visual_anagrams_demo/views",
+            f"{folder}/animation",
+            f"{folder}/illusion",
+            f"{folder}/views",
         ]
         return
     saves = [node for node in api.values() if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP")]

@@ -8,7 +8,6 @@ from typing import Any
 from .examples import (
     ANIMATION,
     DEMO_MODEL,
-    DEMO_PREFIX,
     DEMO_STAGE_I,
     DEMO_UPSCALE,
     LOADER,
@@ -51,15 +50,19 @@ def illusion_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
     if illusion.demo:
         return demo_graph(illusion, layouts)
     graph = Graph(illusion.name, layouts)
-    prefix = f"visual_anagrams/{illusion.name}"
+    prefix = illusion.folder
 
     # Column 0: the text encoder and the view chain. Column 1: the prompts.
     views, prompts = add_views_and_prompts(graph, illusion, T5_LOADER, unload_encoder=True)
     # Column 2: the models. Column 3: the samplers.
     stage_1_model = graph.add("VisualAnagramsLoadStageI", 2, {"model": STAGE_I_MODEL, **LOADER}, width=300)
     stage_2_model = graph.add("VisualAnagramsLoadStageII", 2, {"model": STAGE_II_MODEL, **LOADER}, width=300)
-    stage_1 = add_sampler(graph, "VisualAnagramsStageI", 3, STAGE_I, stage_1_model, prompts, views)
-    stage_2 = add_sampler(graph, "VisualAnagramsStageII", 3, STAGE_II, stage_2_model, prompts, views, image=stage_1)
+    stage_1_settings = {**STAGE_I, **illusion.stage_1_options}
+    stage_2_settings = {**STAGE_II, **illusion.stage_2_options}
+    stage_1 = add_sampler(graph, "VisualAnagramsStageI", 3, stage_1_settings, stage_1_model, prompts, views)
+    stage_2 = add_sampler(
+        graph, "VisualAnagramsStageII", 3, stage_2_settings, stage_2_model, prompts, views, image=stage_1
+    )
     # Columns 4 and 5: save and preview.
     add_outputs(
         graph,
@@ -78,7 +81,9 @@ def demo_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
     graph = Graph(illusion.name, layouts)
     views, prompts = add_views_and_prompts(graph, illusion, {**T5_LOADER, "encoder": DEMO_MODEL}, unload_encoder=False)
     model = graph.add("VisualAnagramsLoadStageI", 2, {"model": DEMO_MODEL, **LOADER}, width=300)
-    stage_1 = add_sampler(graph, "VisualAnagramsStageI", 2, DEMO_STAGE_I, model, prompts, views)
+    stage_1 = add_sampler(
+        graph, "VisualAnagramsStageI", 2, {**DEMO_STAGE_I, **illusion.stage_1_options}, model, prompts, views
+    )
     upscaled = graph.add(
         "ImageScaleBy", 2, DEMO_UPSCALE, {"image": (stage_1, 0)}, title="Upscale 4x (to see it)", width=300
     )
@@ -89,7 +94,7 @@ def demo_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
         prompts,
         column=3,
         illusion_title="Save illusions",
-        prefixes=(f"{DEMO_PREFIX}/illusion", f"{DEMO_PREFIX}/views", f"{DEMO_PREFIX}/animation"),
+        prefixes=(f"{illusion.folder}/illusion", f"{illusion.folder}/views", f"{illusion.folder}/animation"),
     )
     return finish(graph)
 

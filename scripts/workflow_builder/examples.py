@@ -6,7 +6,7 @@ embedded digits model with the settings measured for it (demo/README.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .repo_modules import pack_submodule
@@ -48,13 +48,18 @@ DEMO_STAGE_I = {"seed": SEED, "steps": 30, "schedule": "steps", "guidance": 4.0,
 DEMO_UPSCALE = {"upscale_method": "bicubic", "scale_by": 4.0}  # 64 -> 256 px, for a visible picture
 DEMO_PREFIX = "visual_anagrams_demo"
 
+#: Anagram-MTL's two model-free techniques, at the published settings (the samplers' defaults once on).
+MTL_STAGE_I = {"rectify": True, "anti_segregation": True}
+MTL_STAGE_II = {"rectify": True}
+
 
 @dataclass(frozen=True)
 class Illusion:
     """One example workflow: a chain of views, one prompt per view, a style.
 
     ``demo`` workflows run the pack's embedded digits model (Stage I only, no download)
-    instead of DeepFloyd IF.
+    instead of DeepFloyd IF. ``stage_1_options`` / ``stage_2_options`` set sampler inputs
+    beyond the shared settings (Anagram-MTL's options).
     """
 
     name: str
@@ -62,16 +67,40 @@ class Illusion:
     prompts: tuple[str, ...]
     style: str = OIL_PAINTING
     demo: bool = False
+    stage_1_options: dict[str, Any] = field(default_factory=dict)
+    stage_2_options: dict[str, Any] = field(default_factory=dict)
+    output_folder: str = ""  # where its files are saved; empty: visual_anagrams/<name>
 
     def __post_init__(self) -> None:
         if len(self.views) != len(self.prompts):
             raise ValueError(f"{self.name}: {len(self.views)} views but {len(self.prompts)} prompts")
 
+    @property
+    def folder(self) -> str:
+        return self.output_folder or f"visual_anagrams/{self.name}"
+
 
 WORKFLOWS: tuple[Illusion, ...] = (
     # Runs anywhere with no download: the embedded digits model draws a digit that reads as another
     # digit once flipped upside down.
-    Illusion("digits_demo", (("identity", {}), ("flip", {})), ("the digit two", "the digit five"), style="", demo=True),
+    Illusion(
+        "digits_demo",
+        (("identity", {}), ("flip", {})),
+        ("the digit two", "the digit five"),
+        style="",
+        demo=True,
+        output_folder=DEMO_PREFIX,
+    ),
+    # The same demo with Anagram-MTL's rectification and anti-segregation on, to compare with it (on this
+    # model they change little: README, "Anagram-MTL's options").
+    Illusion(
+        "digits_mtl",
+        (("identity", {}), ("flip", {})),
+        ("the digit two", "the digit five"),
+        style="",
+        demo=True,
+        stage_1_options=MTL_STAGE_I,
+    ),
     Illusion("rotate_cw", (("identity", {}), ("rotate_cw", {})), ("a snowy mountain village", "a horse")),
     Illusion("flip", (("identity", {}), ("flip", {})), ("people around a campfire", "an old man")),
     Illusion("jigsaw", (("identity", {}), ("jigsaw", {"seed": 0})), ("a kitchen", "a teddy bear")),
@@ -81,6 +110,16 @@ WORKFLOWS: tuple[Illusion, ...] = (
         (("identity", {}), ("rotate_cw", {}), ("rotate_ccw", {})),
         ("a rabbit", "a duck", "a giraffe"),
         style="a watercolor of",
+    ),
+    # Anagram-MTL's own example (its README: a charcoal leopard that turns into a savannah), with its
+    # rectification and anti-segregation on; the paper's other settings as in every IF example.
+    Illusion(
+        "leopard_mtl",
+        (("identity", {}), ("rotate_cw", {})),
+        ("a leopard", "a savannah"),
+        style="a charcoal drawing of",
+        stage_1_options=MTL_STAGE_I,
+        stage_2_options=MTL_STAGE_II,
     ),
     # Factorized (hybrid image): low frequencies follow prompt 1, high frequencies prompt 2; the
     # samplers' reduction "auto" picks "sum" because every view is factorized.

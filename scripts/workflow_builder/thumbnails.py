@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .examples import DEMO_STAGE_I, Illusion
-from .repo_modules import demo_evaluate
+from .repo_modules import demo_evaluate, pack_submodule
 
 THUMBNAIL_MAX_BYTES = 60_000
 THUMBNAIL_WIDTH = 400
@@ -73,6 +73,9 @@ def demo_result(illusion: Illusion):
     evaluate = demo_evaluate()
     model = evaluate.load_demo()
     prompts = [f"{illusion.style} {prompt}".strip() for prompt in illusion.prompts]
+    options = illusion.stage_1_options
+    # The Stage I node's MTL switches, as the core takes them (the examples keep MTL's other settings).
+    anti_segregation = pack_submodule("sampling").AntiSegregation() if options.get("anti_segregation") else None
     return evaluate.sample(
         model,
         [name for name, _ in illusion.views],
@@ -81,6 +84,8 @@ def demo_result(illusion: Illusion):
         seed=DEMO_STAGE_I["seed"],
         steps=DEMO_STAGE_I["steps"],
         guidance=DEMO_STAGE_I["guidance"],
+        rectify=bool(options.get("rectify", False)),
+        anti_segregation=anti_segregation,
     )
 
 
