@@ -186,9 +186,8 @@ def attention_size(unet, settings: AntiSegregation) -> int:
     return wanted
 
 
-@contextlib.contextmanager
-def recording_concept_attention(unet, blocks: Sequence[str], token_mask: torch.Tensor) -> Iterator[list]:
-    """Record concept attention in ``blocks`` for the calls made inside; the processors are restored after."""
+def readable_attention_layers(unet, blocks: Sequence[str]) -> dict[str, torch.nn.Module]:
+    """The attention modules of ``blocks`` a recorder can read (IF's), or an error naming the problem."""
     layers = attention_layers(unet, blocks)
     if not layers:
         raise SamplingInputError(
@@ -201,6 +200,12 @@ def recording_concept_attention(unet, blocks: Sequence[str], token_mask: torch.T
             f"it reads DeepFloyd IF's attention (text keys through add_k_proj); layer {plain[0]} of this UNet is "
             "another kind. Turn anti-segregation off for this model",
         )
+    return layers
+
+
+@contextlib.contextmanager
+def recording_concept_attention(layers: dict[str, torch.nn.Module], token_mask: torch.Tensor) -> Iterator[list]:
+    """Record concept attention in ``layers`` for the calls made inside; the processors are restored after."""
     records: list = []
     originals = {name: module.processor for name, module in layers.items()}
     try:
@@ -235,6 +240,8 @@ class AntiSegregationStep:
         self.chunk = max_batch_size or len(self.views)
         self.target = settings.overlap_target(len(self.views))
         self.size = attention_size(unet, settings)
+        # Found (and checked) once: every early step of every candidate records the same layers.
+        self.layers = readable_attention_layers(unet, settings.blocks)
         if any(parameter.is_inference() for parameter in unet.parameters()):
             raise SamplingInputError(
                 "model",
@@ -286,7 +293,7 @@ class AntiSegregationStep:
         viewed = torch.cat([self.views[n].view(image) for n in rows])
         unet_input = self.scheduler.scale_model_input(viewed, timestep)
         token_mask = self.token_mask[rows.start : rows.stop]
-        with recording_concept_attention(self.unet, self.settings.blocks, token_mask) as records:
+        with recording_concept_attention(self.layers, token_mask) as records:
             self.unet(unet_input, timestep, encoder_hidden_states=self.hidden_states[rows.start : rows.stop])
         # The loss in fp32 at least (fp16 sums of attention lose too much), float64 kept.
         work = torch.promote_types(image.dtype, torch.float32)

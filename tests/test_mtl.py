@@ -54,6 +54,10 @@ def mtl_run(pipe, embeddings, names, seed, steps=STAGE_1_STEPS, **options):
     return mtl_stage_1(pipe, embeddings.positive, embeddings.negative, views_, steps, GUIDANCE, generator, **options)
 
 
+def down_and_up_layers(unet):
+    return anti_segregation.readable_attention_layers(unet, ("down", "up"))
+
+
 def unet_output(unet, seed=0):
     """One plain UNet call on fixed inputs, to see whether anything about the UNet changed."""
     generator = torch.Generator().manual_seed(seed)
@@ -295,7 +299,7 @@ def test_processors_are_restored_when_the_recorded_call_fails(stage_1_pipe):
     before = dict(unet.attn_processors)
     mask = torch.zeros(1, 77)
     with pytest.raises(RuntimeError, match="boom"):
-        with anti_segregation.recording_concept_attention(unet, ("down", "up"), mask):
+        with anti_segregation.recording_concept_attention(down_and_up_layers(unet), mask):
             raise RuntimeError("boom")
     assert unet.attn_processors == before
 
@@ -304,7 +308,7 @@ def test_the_recorder_computes_the_layers_own_output(stage_1_pipe):
     """Recording must not change what the UNet computes (explicit softmax vs SDPA: rounding only)."""
     unet = stage_1_pipe.unet
     plain = unet_output(unet)
-    with anti_segregation.recording_concept_attention(unet, ("down", "up"), torch.zeros(2, 77)) as records:
+    with anti_segregation.recording_concept_attention(down_and_up_layers(unet), torch.zeros(2, 77)) as records:
         recorded = unet_output(unet)
     assert records and all(concept.shape[0] == 2 for _, concept in records)
     assert (recorded - plain).abs().max() <= 1e-5
