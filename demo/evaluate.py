@@ -5,6 +5,8 @@
     .venv/bin/python demo/evaluate.py --seeds 5 --save test-artifacts/demo
     .venv/bin/python demo/evaluate.py --compare-mtl    # Anagram-MTL's options, one markdown table
     .venv/bin/python demo/evaluate.py --compare-mtl --pairing flip:2:5 --anti-segregation-step 20
+    .venv/bin/python demo/evaluate.py --from-picture   # illusions started from real 2s, one markdown table
+    .venv/bin/python demo/evaluate.py --from-picture --picture examples/pictures/digit_two.png --strengths 0.7
 
 By default it prints
 
@@ -23,6 +25,14 @@ with its anti-segregation (MTL's settings unless ``--anti-segregation-step`` /
 markdown table of illusion success rates (pairings x variants), the mean over the
 pairings that are not trivial (:data:`TRIVIAL`) and each variant's wall time.
 
+With ``--from-picture`` it samples the illusion 2 / flip -> 5 (:data:`FROM_PICTURE_PAIRING`)
+text-only and then from real 2s (image to image, ``sample_stage_1``'s ``start_image``)
+at each of ``--strengths``, and prints one markdown table: success in both views, each
+view's rate, how far the output moved from its start picture, and the wall time. The
+start pictures are held-out test-split 2s, a different one per seed (seed s starts from
+the s-th), so the result is not about one lucky picture; ``--picture`` uses one PNG for
+every seed instead.
+
 The model is loaded with the pack's own loading code (``load_if_stage``,
 ``load_t5``) and sampled with its own Stage I sampler, so this measures what a
 ComfyUI user gets. Seeds 0..N-1 run as the candidates of one batch (candidate
@@ -32,6 +42,7 @@ k is the single run with seed k).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -66,6 +77,11 @@ PAIRINGS = (
     ("rotate_cw", 1, 7),
     ("rotate_180", 6, 9),  # the trivial pair, as a baseline
 )
+
+#: --from-picture's illusion: real 2s asked to read as "the digit two" as they are and "the digit five" flipped.
+FROM_PICTURE_PAIRING = ("flip", 2, 5)
+#: --from-picture's default strengths: the share of the schedule run from the noised start picture.
+STRENGTHS = (0.5, 0.7, 0.9)
 
 #: Pairings whose view turns one digit into the other by itself: any good picture of the first digit
 #: is the illusion, so they say nothing about a sampler and stay out of --compare-mtl's mean.
@@ -111,11 +127,14 @@ def sample(
     reduction: str = "mean",
     rectify: bool = False,
     anti_segregation=None,
+    start_image: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """``seeds`` candidates (seeds ``seed`` .. ``seed + seeds - 1``) of the illusion: (K, 3, 64, 64) in [-1, 1].
 
     ``rectify`` and ``anti_segregation`` (a ``sampling.AntiSegregation``) are Anagram-MTL's options of
     ``sample_stage_1``; the prompts' concept words are their last words (the digit's word).
+    ``start_image`` (1 or K model-space pictures) and ``strength`` start the run from a picture.
     """
     sampling = import_submodule("sampling")
     views = import_submodule("views")
@@ -132,6 +151,8 @@ def sample(
         reduction=reduction,
         rectify=rectify,
         anti_segregation=anti_segregation,
+        start_image=start_image,
+        strength=strength,
     )
     return result.images.float().clamp(-1, 1)
 
@@ -161,24 +182,22 @@ def illusion_success(
     seeds: int,
     steps: int = STEPS,
     guidance: float = GUIDANCE,
-    rectify: bool = False,
-    anti_segregation=None,
+    **sampler_options,
 ):
-    """(success rate, per-view rates, the images) of the illusion identity -> ``first``, ``view`` -> ``second``."""
+    """(success rate, per-view rates, the images) of the illusion identity -> ``first``, ``view`` -> ``second``.
+
+    ``sampler_options`` are :func:`sample`'s (the MTL options, a start image and strength).
+    """
     names = ["identity", view]
-    images = sample(
-        model,
-        names,
-        [digits.prompt(first), digits.prompt(second)],
-        seeds=seeds,
-        steps=steps,
-        guidance=guidance,
-        rectify=rectify,
-        anti_segregation=anti_segregation,
-    )
-    read = read_views(classifier, images, names)
-    correct = read == np.array([first, second])
-    return float(correct.all(1).mean()), correct.mean(0), images
+    prompts = [digits.prompt(first), digits.prompt(second)]
+    images = sample(model, names, prompts, seeds=seeds, steps=steps, guidance=guidance, **sampler_options)
+    return (*read_right(classifier, images, view, first, second), images)
+
+
+def read_right(classifier, images: torch.Tensor, view: str, first: int, second: int):
+    """(share read right in both views, each view's share): as it is as ``first``, under ``view`` as ``second``."""
+    correct = read_views(classifier, images, ["identity", view]) == np.array([first, second])
+    return float(correct.all(1).mean()), correct.mean(0)
 
 
 def save_illusions(images: torch.Tensor, view: str, path: Path) -> None:
@@ -192,6 +211,31 @@ def save_illusions(images: torch.Tensor, view: str, path: Path) -> None:
 
 def pairing_label(view: str, first: int, second: int) -> str:
     return f"{first} / {view.replace('_', ' ')} → {second}"
+
+
+def table_row(title: str, cells) -> str:
+    return "| " + " | ".join([title, *cells]) + " |"
+
+
+def timed_illusion(model, classifier, pairing, name: str, *, seeds: int, steps: int, guidance: float, save, **options):
+    """:func:`illusion_success` of ``pairing`` under the sampler ``options`` called ``name``, and its wall time
+    in seconds; a progress line goes to stderr, and the grid to ``save`` when given."""
+    view, first, second = pairing
+    started = time.perf_counter()
+    rate, per_view, images = illusion_success(
+        model, classifier, view, first, second, seeds=seeds, steps=steps, guidance=guidance, **options
+    )
+    elapsed = time.perf_counter() - started
+    print(
+        f"{pairing_label(*pairing)}, {name}: {rate:.0%} "
+        f"(as it is {per_view[0]:.0%}, {view} {per_view[1]:.0%}) in {elapsed:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    if save:
+        tag = re.sub(r"[^\w.-]+", "_", name).strip("_")
+        save_illusions(images, view, save / f"illusion_{view}_{first}_{second}_{tag}.png")
+    return rate, per_view, images, elapsed
 
 
 def mtl_variants(anti_segregation) -> dict[str, dict]:
@@ -210,45 +254,127 @@ def compare_mtl(model, classifier, pairings, anti_segregation, *, seeds: int, st
     variants = mtl_variants(anti_segregation)
     success = {name: [] for name in variants}
     seconds = dict.fromkeys(variants, 0.0)
-    for view, first, second in pairings:
+    for pairing in pairings:
         for name, options in variants.items():
-            started = time.perf_counter()
-            rate, per_view, images = illusion_success(
-                model, classifier, view, first, second, seeds=seeds, steps=steps, guidance=guidance, **options
+            rate, _, _, elapsed = timed_illusion(
+                model, classifier, pairing, name, seeds=seeds, steps=steps, guidance=guidance, save=save, **options
             )
-            elapsed = time.perf_counter() - started
             seconds[name] += elapsed
             success[name].append(rate)
-            print(
-                f"{pairing_label(view, first, second)}, {name}: {rate:.0%} "
-                f"(as it is {per_view[0]:.0%}, {view} {per_view[1]:.0%}) in {elapsed:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-            if save:
-                save_illusions(images, view, save / f"illusion_{view}_{first}_{second}_{name}.png")
-
-    def row(title: str, cells) -> str:
-        return "| " + " | ".join([title, *cells]) + " |"
 
     print(
         f"\nIllusion success (% of {seeds} seeds read right in both views), {steps} steps, guidance {guidance}; "
         f"anti-segregation: step size {anti_segregation.step_size:g} after the first {anti_segregation.steps} steps\n"
     )
-    print(row("pairing", variants))
-    print(row("---", ["---:"] * len(variants)))
+    print(table_row("pairing", variants))
+    print(table_row("---", ["---:"] * len(variants)))
     for index, pairing in enumerate(pairings):
         label = pairing_label(*pairing) + (" (trivial)" if pairing in TRIVIAL else "")
-        print(row(label, (f"{success[name][index]:.0%}" for name in variants)))
+        print(table_row(label, (f"{success[name][index]:.0%}" for name in variants)))
     counted = [index for index, pairing in enumerate(pairings) if pairing not in TRIVIAL]
     if counted:
         print(
-            row(
+            table_row(
                 "**mean over the non-trivial pairings**",
                 (f"**{np.mean([success[name][i] for i in counted]):.0%}**" for name in variants),
             )
         )
-    print(row("wall time", (f"{seconds[name]:.0f} s" for name in variants)))
+    print(table_row("wall time", (f"{seconds[name]:.0f} s" for name in variants)))
+
+
+def real_digits(digit: int, count: int) -> torch.Tensor:
+    """The first ``count`` held-out test-split pictures of ``digit``, rendered as the model's training data:
+    (count, 3, 64, 64) in model space, picture k for seed k."""
+    split = digits.load_split()
+    found = split.test_images[split.test_labels == digit]
+    if count > len(found):
+        raise ValueError(f"the test split holds {len(found)} real {digit}s, fewer than the {count} asked for")
+    return digits.to_model(found[:count])
+
+
+def load_picture(path: Path) -> torch.Tensor:
+    """A 64 x 64 PNG as one model-space picture: (1, 3, 64, 64) in [-1, 1]."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.size != (digits.SIZE, digits.SIZE):
+            raise ValueError(f"{path} is {image.size[0]}x{image.size[1]} px, the demo model draws 64x64")
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None] / 127.5 - 1
+
+
+def start_pictures(picture: Path | None, seeds: int) -> tuple[torch.Tensor, str]:
+    """--from-picture's start pictures and how the table names them: ``picture`` for every seed, or else the
+    held-out real digits of :data:`FROM_PICTURE_PAIRING`'s first digit, one per seed."""
+    if picture:
+        return load_picture(picture), str(picture)
+    first = FROM_PICTURE_PAIRING[1]
+    return real_digits(first, seeds), f"real {first}s (seed s: the s-th held-out test-split {first})"
+
+
+def picture_variants(start: torch.Tensor, strengths, steps: int) -> dict[str, dict]:
+    """The runs --from-picture compares, by row title: text only, then ``start`` at each strength."""
+    steps_to_run = import_submodule("sampling.pictures").steps_to_run
+    variants = {"text only": {}}
+    for strength in strengths:
+        title = f"from the picture, strength {strength:g} ({steps_to_run(steps, strength)} of {steps} steps)"
+        variants[title] = {"start_image": start, "strength": strength}
+    return variants
+
+
+def compare_from_picture(
+    model,
+    classifier,
+    start: torch.Tensor,
+    strengths,
+    *,
+    source: str,
+    seeds: int,
+    steps: int,
+    guidance: float,
+    save=None,
+):
+    """Print one markdown table for :data:`FROM_PICTURE_PAIRING`: text only against starting from ``start``
+    (1 or ``seeds`` model-space pictures, described by ``source``) at each strength. Each row: success in both
+    views, each view's rate, the mean absolute change from the start picture (model space, [-1, 1]; for the
+    text-only run, its distance to the same pictures) and the wall time. Progress goes to stderr."""
+    view, first, second = FROM_PICTURE_PAIRING
+    start_success, start_per_view = read_right(classifier, start, view, first, second)
+    print(
+        f"\nthe start pictures as they are, {source}: {start_success:.0%} read right in both views "
+        f"(as it is {start_per_view[0]:.0%}, {view} {start_per_view[1]:.0%})"
+    )
+    rows = []
+    for name, options in picture_variants(start, strengths, steps).items():
+        rate, per_view, images, elapsed = timed_illusion(
+            model,
+            classifier,
+            FROM_PICTURE_PAIRING,
+            name,
+            seeds=seeds,
+            steps=steps,
+            guidance=guidance,
+            save=save,
+            **options,
+        )
+        change = float((images - start).abs().mean())
+        shares = (f"{100 * share:.0f}" for share in (rate, *per_view))
+        rows.append(table_row(name, [*shares, f"{change:.3f}", f"{elapsed:.0f}"]))
+
+    print(
+        f"\nIllusion {pairing_label(*FROM_PICTURE_PAIRING)} from {source}: {seeds} seeds, {steps} steps, "
+        f"guidance {guidance}\n"
+    )
+    columns = [
+        "success % (both views read)",
+        f"view 1 read as {first} %",
+        f"{view} read as {second} %",
+        "mean \\|output − start\\|",
+        "seconds",
+    ]
+    print(table_row("setting", columns))
+    print(table_row("---", ["---:"] * len(columns)))
+    print("\n".join(rows))
 
 
 def variance_override(unet, mode: str):
@@ -288,6 +414,24 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--anti-segregation-steps", type=int, help="--compare-mtl: refine after this many first steps (MTL: 26)"
     )
+    parser.add_argument(
+        "--from-picture",
+        action="store_true",
+        help="the illusion 2 / flip -> 5 text-only against starting from real 2s at --strengths (one table); "
+        "seed s starts from the s-th held-out test-split 2, a different real 2 per seed, so the result is not "
+        "about one lucky picture",
+    )
+    parser.add_argument(
+        "--strengths",
+        type=float,
+        nargs="+",
+        help=f"--from-picture: the start picture's strengths, 0..1 (default: {' '.join(map(str, STRENGTHS))})",
+    )
+    parser.add_argument(
+        "--picture",
+        type=Path,
+        help="--from-picture: start every seed from this 64x64 PNG instead (e.g. examples/pictures/digit_two.png)",
+    )
     parser.add_argument("--save", type=Path, help="write sample grids (PNG) into this folder")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -295,6 +439,19 @@ def main(argv=None) -> int:
     tuned = {key: value for key, value in tuned.items() if value is not None}
     if tuned and not args.compare_mtl:
         parser.error("--anti-segregation-step / --anti-segregation-steps only apply with --compare-mtl")
+    if (args.strengths or args.picture) and not args.from_picture:
+        parser.error("--strengths / --picture only apply with --from-picture")
+    if args.from_picture and (args.compare_mtl or args.pairing):
+        parser.error(f"--from-picture measures the one pairing {FROM_PICTURE_PAIRING}: no --compare-mtl / --pairing")
+    strengths = args.strengths or STRENGTHS
+    if not all(0 <= strength <= 1 for strength in strengths):
+        parser.error(f"--strengths must lie in [0, 1], got {strengths}")
+    if args.from_picture:
+        # Before the model loads, so a missing picture or too many seeds stop the run at once.
+        try:
+            start, source = start_pictures(args.picture, args.seeds)
+        except (OSError, ValueError) as error:
+            parser.error(str(error))
     torch.set_num_threads(args.threads)
 
     started = time.time()
@@ -320,6 +477,21 @@ def main(argv=None) -> int:
             classifier,
             pairings,
             anti_segregation,
+            seeds=args.seeds,
+            steps=args.steps,
+            guidance=args.guidance,
+            save=args.save,
+        )
+        print(f"\ndone in {time.time() - started:.0f} s")
+        return 0
+
+    if args.from_picture:
+        compare_from_picture(
+            model,
+            classifier,
+            start,
+            strengths,
+            source=source,
             seeds=args.seeds,
             steps=args.steps,
             guidance=args.guidance,

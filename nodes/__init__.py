@@ -3,6 +3,7 @@ the maths lives in ``sampling`` and ``views``."""
 
 from comfy_api.latest import ComfyExtension, io
 
+from .example_pictures import install_example_pictures
 from .loaders import LoadStageI, LoadStageII, LoadStageIII, LoadTextEncoder
 from .preview import ViewPreview
 from .prompt_guard import install_prompt_guard
@@ -28,6 +29,7 @@ NODE_CLASSES: list[type[io.ComfyNode]] = [
 
 class VisualAnagramsExtension(ComfyExtension):
     async def on_load(self) -> None:
+        install_example_pictures()
         install_prompt_guard()
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:

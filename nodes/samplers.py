@@ -21,11 +21,12 @@ from ..sampling import (
     sample_stage_1,
     sample_stage_2,
 )
-from ..sampling.inputs import check_low_res_image
+from ..sampling.inputs import MAX_VIEWS, check_low_res_image
 from ..sampling.stages import stage_1_generators_after
 from .comfy_rules import out_of_memory, out_of_memory_errors
 from .images import check_image, to_comfy_image, to_model_space
 from .labels import node_label
+from .pictures import StagePictures
 from .sockets import check_sockets
 from .types import CATEGORY, Prompts, StageIIModel, StageIModel, Views, view_weights
 
@@ -72,6 +73,11 @@ ANTI_SEGREGATION_TOOLTIP = (
 )
 MTL_DEFAULTS = AntiSegregation()
 
+# diffusers' defaults: IFImg2ImgPipeline's for Stage I, IFImg2ImgSuperResolutionPipeline's for Stage II.
+STAGE_I_STRENGTH = 0.7
+STAGE_II_STRENGTH = 0.8
+SPLIT_VIEWS = "low / high pass, triple bands, grayscale / colour, motion blur / its residual"
+
 
 def _rectify_input() -> io.Boolean.Input:
     return io.Boolean.Input("rectify", default=False, optional=True, tooltip=RECTIFY_TOOLTIP)
@@ -106,6 +112,61 @@ def _anti_segregation_inputs() -> list[io.Input]:
             optional=True,
             tooltip="Side in pixels of the attention maps anti-segregation reads; 0 takes the largest size at which "
             "the UNet's down and up blocks attend (32 for IF-I, Anagram-MTL's choice; 8 for the digits demo).",
+        ),
+    ]
+
+
+def _picture_inputs(*, start_tooltip: str, strength: float, pipeline: str, size: str) -> list[io.Input]:
+    """Illusions from a picture (sampling/pictures.py): a start image, a mask, a reference."""
+    fit = f"Square; one for all {size[0]} or one each; resized to {size[1]}."
+    return [
+        io.Image.Input("start_image", optional=True, tooltip=f"{start_tooltip} {fit}"),
+        io.Float.Input(
+            "strength",
+            default=strength,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            optional=True,
+            tooltip="With a start image only (without one the run is text to image). Of the N steps only the last "
+            "int(N x strength) run, from the start image noised to the first of them: 1 starts from pure noise "
+            "(without a mask: exactly the text-to-image run), 0 returns the start image (no step runs). "
+            f"{strength:g} is diffusers' {pipeline} default.",
+        ),
+        io.Mask.Input(
+            "mask",
+            optional=True,
+            tooltip="Inpainting, as diffusers' IFInpaintingPipeline: the part of the start image to repaint "
+            "(1 = repaint, binarised at 0.5). Outside it the result is the start image exactly: that region is "
+            "set back to the clean picture at the start and after every step. Load Image gives one from a "
+            "picture's alpha (transparent = repaint) or from its MaskEditor. Needs a start image. "
+            f"{fit}",
+        ),
+        io.Image.Input(
+            "reference_image",
+            optional=True,
+            tooltip="An inverse problem (the published code's --ref_im_path): before every step, the component "
+            "the reference view shows (the grey levels of grayscale / colour, the low pass of a hybrid) is "
+            "replaced by this picture's, noised to that step, and the other views are drawn to fit. Needs a "
+            f"view that splits the image into components ({SPLIT_VIEWS}). {fit}",
+        ),
+        io.Int.Input(
+            "reference_view",
+            default=1,
+            min=1,
+            max=MAX_VIEWS,
+            optional=True,
+            tooltip="With a reference image: the view whose component the reference fixes, counted from 1 along "
+            "the views chain (prompt order).",
+        ),
+        io.Boolean.Input(
+            "project_reference",
+            default=True,
+            optional=True,
+            tooltip="With a reference image: after the last step, set the fixed component to the reference's once "
+            "more, without noise. On: grey levels (grayscale / colour) come out exactly the reference's; a low "
+            "pass comes close, not equal (blurring twice is not blurring once). Off: the published loop, whose "
+            "last step leaves that component off by up to about 0.1 in [-1, 1] (about 13 8-bit levels).",
         ),
     ]
 
@@ -230,6 +291,13 @@ class AnagramStageI(io.ComfyNode):
                 # Optional and after the older inputs, so graphs saved before them load and run as before.
                 _rectify_input(),
                 *_anti_segregation_inputs(),
+                *_picture_inputs(
+                    start_tooltip="Image to image (SDEdit, as diffusers' IFImg2ImgPipeline): start from this "
+                    "picture, noised to the first step that 'strength' keeps, instead of from pure noise.",
+                    strength=STAGE_I_STRENGTH,
+                    pipeline="IFImg2ImgPipeline's",
+                    size=("candidates", "Stage I's size (64 px for IF)"),
+                ),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The 64 px illusions, one per candidate.")],
         )
@@ -246,23 +314,51 @@ class AnagramStageI(io.ComfyNode):
         anti_segregation_step=MTL_DEFAULTS.step_size,
         anti_segregation_steps=MTL_DEFAULTS.steps,
         attention_size=0,
+        start_image=None,
+        strength=STAGE_I_STRENGTH,
+        mask=None,
+        reference_image=None,
+        reference_view=1,
+        project_reference=True,
         **sampling_inputs,
     ) -> io.NodeOutput:
-        check_sockets(cls, model=model, prompts=prompts, views=views)
+        check_sockets(
+            cls,
+            model=model,
+            prompts=prompts,
+            views=views,
+            start_image=start_image,
+            mask=mask,
+            reference_image=reference_image,
+        )
         settings = None
         if anti_segregation:
             settings = AntiSegregation(
                 step_size=anti_segregation_step, steps=anti_segregation_steps, attention_size=attention_size or None
             )
+        # Before the model loads: a wrong picture is named at once.
+        pictures = StagePictures.checked(
+            cls,
+            count=candidates,
+            count_name="candidates",
+            start_image=start_image,
+            strength=strength,
+            mask=mask,
+            reference_image=reference_image,
+            reference_view=reference_view,
+            project_reference=project_reference,
+        )
         with _readable_errors(node_label(cls)):
+            loaded = model.get()
             images = _run(
                 sample_stage_1,
-                model.get(),
+                loaded,
                 prompts=prompts,
                 views=views,
                 num_candidates=candidates,
                 rectify=rectify,
                 anti_segregation=settings,
+                **pictures.core_inputs("Stage I", loaded.pipeline.unet.config.sample_size),
                 **sampling_inputs,
             )
         return io.NodeOutput(to_comfy_image(images))
@@ -310,6 +406,33 @@ class AnagramStageII(io.ComfyNode):
                     tooltip_prefix="'continue Stage I' only: the schedule Stage I ran. ",
                 ),
                 _rectify_input(),
+                *_picture_inputs(
+                    start_tooltip="Image to image at Stage II's size (as diffusers' IFImg2ImgSuperResolutionPipeline, "
+                    "its original_image): start from this picture, noised to the first step that 'strength' keeps, "
+                    "instead of from pure noise; 'image' stays the low-resolution condition.",
+                    strength=STAGE_II_STRENGTH,
+                    pipeline="IFImg2ImgSuperResolutionPipeline's",
+                    size=("images of 'image'", "Stage II's output size (256 px for IF)"),
+                ),
+                io.Float.Input(
+                    "stage_1_strength",
+                    display_name="Stage I strength",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    optional=True,
+                    tooltip="'continue Stage I' only: the strength Stage I ran with a start image (1 without one). "
+                    "A lower strength runs fewer Stage I steps, which draw less noise.",
+                ),
+                io.Boolean.Input(
+                    "stage_1_reference",
+                    display_name="Stage I reference",
+                    default=False,
+                    optional=True,
+                    tooltip="'continue Stage I' only: on if Stage I ran with a reference image (which draws noise "
+                    "before every step).",
+                ),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The 256 px illusions, one per input image.")],
         )
@@ -327,15 +450,44 @@ class AnagramStageII(io.ComfyNode):
         stage_1_steps=30,
         stage_1_schedule=STEP_COUNT,
         rectify=False,
+        start_image=None,
+        strength=STAGE_II_STRENGTH,
+        mask=None,
+        reference_image=None,
+        reference_view=1,
+        project_reference=True,
+        stage_1_strength=1.0,
+        stage_1_reference=False,
         **sampling_inputs,
     ) -> io.NodeOutput:
         label = node_label(cls)
-        check_sockets(cls, model=model, prompts=prompts, views=views, image=image)
+        check_sockets(
+            cls,
+            model=model,
+            prompts=prompts,
+            views=views,
+            image=image,
+            start_image=start_image,
+            mask=mask,
+            reference_image=reference_image,
+        )
         check_image(cls, "image", image, square=False)
         with _readable_errors(label):
             low_res = to_model_space(image)
             # Before the resize and the clamp below, which would smear or hide NaN and infinite pixels.
             check_low_res_image(low_res)
+            # Before the model loads: a wrong picture is named at once.
+            pictures = StagePictures.checked(
+                cls,
+                count=low_res.shape[0],
+                count_name="images of 'image'",
+                start_image=start_image,
+                strength=strength,
+                mask=mask,
+                reference_image=reference_image,
+                reference_view=reference_view,
+                project_reference=project_reference,
+            )
             loaded = model.get()
             expected = loaded.pipeline.unet.config.sample_size // 4  # IF's Stage II upsamples 4x
             if low_res.shape[-1] != expected or low_res.shape[-2] != expected:
@@ -363,6 +515,8 @@ class AnagramStageII(io.ComfyNode):
                     sample_shape=(3, expected, expected),
                     num_inference_steps=stage_1_steps,
                     timesteps=_timesteps(stage_1_schedule),
+                    strength=stage_1_strength,
+                    reference=stage_1_reference,
                 )
             images = _run(
                 sample_stage_2,
@@ -375,6 +529,7 @@ class AnagramStageII(io.ComfyNode):
                 image=low_res.clamp(-1, 1),
                 noise_level=noise_level,
                 rectify=rectify,
+                **pictures.core_inputs("Stage II", loaded.pipeline.unet.config.sample_size),
                 **sampling_inputs,
             )
         return io.NodeOutput(to_comfy_image(images))

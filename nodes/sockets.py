@@ -21,9 +21,10 @@ from comfy_api.latest import io
 from .labels import node_label
 from .types import Prompts, StageIIIModel, StageIIModel, StageIModel, TextEncoder, Views
 
-#: The socket types checked: the pack's own types and IMAGE.
+#: The socket types checked: the pack's own types, IMAGE and MASK.
 SOCKET_TYPES = frozenset(
-    str(kind.io_type) for kind in (StageIModel, StageIIModel, StageIIIModel, TextEncoder, Views, Prompts, io.Image)
+    str(kind.io_type)
+    for kind in (StageIModel, StageIIModel, StageIIIModel, TextEncoder, Views, Prompts, io.Image, io.Mask)
 )
 
 #: What JSON can carry: anything else came through a link.
@@ -65,6 +66,8 @@ def _producers(io_type: str) -> str:
             names.append(schema.display_name)
     if io_type == str(Views.io_type):
         return "a View node's output"
+    if io_type == str(io.Mask.io_type):
+        return "a MASK output (such as Load Image's)"
     if len(names) == 1:
         return f"the output of {names[0]}"
     if io_type == str(io.Image.io_type):

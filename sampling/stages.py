@@ -36,6 +36,7 @@ from .anti_segregation import AntiSegregation, AntiSegregationStep, attention_si
 from .errors import SamplingCancelled
 from .inputs import RunChecks, check_seed, check_stage_1_unet, check_stage_2_inputs
 from .multiview import MultiViewDenoiser, PromptEmbeddings
+from .pictures import PictureGuide, picture_guide, steps_to_run
 from .schedules import resolve_timesteps
 
 
@@ -76,6 +77,8 @@ def stage_1_generators_after(
     timesteps: Sequence[int] | str | None = None,
     model_output_channels: int | None = None,
     dtype: torch.dtype = torch.float32,
+    strength: float = 1.0,
+    reference: bool = False,
 ) -> list[torch.Generator]:
     """The generators ``sample_stage_1`` returns, rebuilt from its seed, schedule and sample shape alone.
 
@@ -90,6 +93,8 @@ def stage_1_generators_after(
     explicit list or IF schedule name does not depend on the scheduler's configuration at all.
     ``model_output_channels`` is what Stage I's UNet predicts (default ``2 * C``: IF's noise and
     variance). ``dtype`` is Stage I's: fp16, bf16 and fp32 consume a CPU generator alike, float64 does not.
+    ``strength`` and ``reference`` are Stage I's picture inputs (:mod:`.pictures`): a strength below 1 visits
+    fewer steps, and a reference image draws its noise before every step.
     """
     check_seed(seed, num_candidates)
     scheduler = _fresh_copy(scheduler)
@@ -98,7 +103,10 @@ def stage_1_generators_after(
     channels, height, width = sample_shape
     sample = randn_tensor((num_candidates, channels, height, width), generator=generators, dtype=dtype)
     estimate = sample.new_zeros((num_candidates, model_output_channels or 2 * channels, height, width))
-    for timestep in scheduler.timesteps:
+    timesteps = scheduler.timesteps
+    for timestep in timesteps[len(timesteps) - steps_to_run(len(timesteps), strength) :]:
+        if reference:
+            randn_tensor(sample.shape, generator=generators, dtype=dtype)
         sample = scheduler.step(estimate, timestep, sample, generator=generators, return_dict=False)[0]
     return generators
 
@@ -119,6 +127,12 @@ def sample_stage_1(
     view_weights: Sequence[float] | None = None,
     rectify: bool = False,
     anti_segregation: AntiSegregation | None = None,
+    start_image: torch.Tensor | None = None,
+    strength: float = 1.0,
+    mask: torch.Tensor | None = None,
+    reference_image: torch.Tensor | None = None,
+    reference_view: int = 0,
+    project_reference: bool = True,
     max_batch_size: int | None = None,
     callback: StepCallback | None = None,
     device: torch.device | str | None = None,
@@ -131,6 +145,11 @@ def sample_stage_1(
     ``rectify`` (:mod:`.rectification`) and ``anti_segregation``
     (:mod:`.anti_segregation`) are Anagram-MTL's improvements; off, the run is
     the published Visual Anagrams loop.
+
+    ``start_image`` (with ``strength``), ``mask`` and ``reference_image`` (fixing ``views[reference_view]``'s
+    component, ``project_reference`` once more after the last step) make the illusion from a picture
+    (:mod:`.pictures`): (1 or K, 3, S, S) in model space at the UNet's size, the mask (1 or K, 1, S, S)
+    with 1 = repaint.
     """
     with _autograd_off(gradients_inside=anti_segregation is not None):
         run = RunChecks(
@@ -154,14 +173,27 @@ def sample_stage_1(
             anti_segregation.check()
             run.check_anti_segregation(anti_segregation, attention_size(unet, anti_segregation))
         device, dtype = _execution_device(unet, device), unet.dtype
+        guide = picture_guide(
+            stage="Stage I",
+            views=views,
+            num_candidates=num_candidates,
+            size=size,
+            device=device,
+            dtype=dtype,
+            start_image=start_image,
+            strength=strength,
+            mask=mask,
+            reference_image=reference_image,
+            reference_view=reference_view,
+            project_reference=project_reference,
+        )
         scheduler = _fresh_copy(scheduler)
         resolve_timesteps(scheduler, num_inference_steps, timesteps)
         generators = _generators(seed, generators, num_candidates)
 
-        sample = randn_tensor(
+        noise = randn_tensor(
             (num_candidates, unet.config.in_channels, size, size), generator=generators, device=device, dtype=dtype
         )
-        sample = sample * scheduler.init_noise_sigma
         denoiser = MultiViewDenoiser(unet, views, embeddings, device=device, dtype=dtype, **run.denoiser_options())
         refine = None
         if anti_segregation is not None and anti_segregation.steps > 0:
@@ -176,7 +208,7 @@ def sample_stage_1(
                 device=device,
                 dtype=dtype,
             )
-        images = _denoise(scheduler, denoiser, sample, generators, callback, refine)
+        images = _denoise(scheduler, denoiser, noise, generators, callback, refine, guide)
         return SampleResult(images=images, generators=generators)
 
 
@@ -198,6 +230,12 @@ def sample_stage_2(
     reduction: str = "mean",
     view_weights: Sequence[float] | None = None,
     rectify: bool = False,
+    start_image: torch.Tensor | None = None,
+    strength: float = 1.0,
+    mask: torch.Tensor | None = None,
+    reference_image: torch.Tensor | None = None,
+    reference_view: int = 0,
+    project_reference: bool = True,
     max_batch_size: int | None = None,
     callback: StepCallback | None = None,
     device: torch.device | str | None = None,
@@ -207,6 +245,9 @@ def sample_stage_2(
     Each image of the batch is one candidate. The UNet sees the noisy sample
     concatenated with the image upsampled bilinearly (``align_corners=True``)
     and noise-augmented at ``noise_level``, which it also gets as ``class_labels``.
+
+    The picture inputs are Stage I's, at this stage's size: ``start_image`` is the high-resolution
+    picture the run starts from (diffusers' ``original_image``), while ``image`` stays the condition.
     """
     # The image first: its batch is the candidates, so an empty one is an image problem.
     check_stage_2_inputs(unet, image_noising_scheduler, image, noise_level)
@@ -229,15 +270,26 @@ def sample_stage_2(
     run.check_views_at(image.shape[-1])
     run.check_views_at(size)
     device, dtype = _execution_device(unet, device), unet.dtype
+    guide = picture_guide(
+        stage="Stage II",
+        views=views,
+        num_candidates=num_candidates,
+        size=size,
+        device=device,
+        dtype=dtype,
+        start_image=start_image,
+        strength=strength,
+        mask=mask,
+        reference_image=reference_image,
+        reference_view=reference_view,
+        project_reference=project_reference,
+    )
     scheduler = _fresh_copy(scheduler)
     resolve_timesteps(scheduler, num_inference_steps, timesteps)
     generators = _generators(seed, generators, num_candidates)
 
     noisy_channels = unet.config.in_channels // 2
-    sample = randn_tensor(
-        (num_candidates, noisy_channels, size, size), generator=generators, device=device, dtype=dtype
-    )
-    sample = sample * scheduler.init_noise_sigma
+    noise = randn_tensor((num_candidates, noisy_channels, size, size), generator=generators, device=device, dtype=dtype)
 
     upscaled = F.interpolate(image.to(device=device, dtype=dtype), (size, size), mode="bilinear", align_corners=True)
     noise_levels = torch.full((num_candidates,), int(noise_level), device=device, dtype=torch.long)
@@ -256,28 +308,45 @@ def sample_stage_2(
         class_labels=class_labels,
         **run.denoiser_options(),
     )
-    images = _denoise(scheduler, denoiser, sample, generators, callback)
+    images = _denoise(scheduler, denoiser, noise, generators, callback, guide=guide)
     return SampleResult(images=images, generators=generators)
 
 
 def _denoise(
-    scheduler, denoiser: MultiViewDenoiser, sample, generators, callback, refine: AntiSegregationStep | None = None
+    scheduler,
+    denoiser: MultiViewDenoiser,
+    noise: torch.Tensor,
+    generators,
+    callback,
+    refine: AntiSegregationStep | None = None,
+    guide: PictureGuide | None = None,
 ) -> torch.Tensor:
-    timesteps = scheduler.timesteps
+    """The loop from the start noise: x_T, then one multi-view step per visited timestep."""
+    if guide is None:
+        timesteps = scheduler.timesteps
+        sample = noise * scheduler.init_noise_sigma
+    else:
+        timesteps = guide.visited(scheduler.timesteps)
+        sample = guide.initial_sample(noise, scheduler, timesteps)
     total = len(timesteps)
-    # One place where x_t is formed before the views see it: a reference image
-    # (inverse problems) or an image-to-image start plug in here.
     for index, timestep in enumerate(timesteps):
+        if guide is not None:
+            # x_t as the views see it: a reference's noised component replaces x_t's.
+            sample = guide.fix_reference(sample, timestep, scheduler, generators)
         estimate = denoiser(scheduler.scale_model_input(sample, timestep), timestep, index)
         sample, predicted_clean = scheduler.step(estimate, timestep, sample, generator=generators, return_dict=False)
         if refine is not None and refine.settings.applies_after(index, total):
             # Anagram-MTL refines x_{t-1} against the next timestep, before the next step sees it.
             sample = refine(sample, timesteps[index + 1])
+        if guide is not None:
+            # Last, so that nothing after it moves the kept pixels.
+            sample = guide.keep_outside_mask(sample)
+            predicted_clean = guide.keep_outside_mask(predicted_clean)
         if callback is not None:
             info = StepInfo(index + 1, total, int(timestep), sample, predicted_clean)
             if callback(info):
                 raise SamplingCancelled(index + 1, total)
-    return sample
+    return sample if guide is None else guide.finish(sample)
 
 
 def _autograd_off(*, gradients_inside: bool) -> contextlib.AbstractContextManager:

@@ -340,14 +340,27 @@ def test_queueing_the_flip_example_from_the_ui_shows_the_illusion_in_the_viewer(
     assert_no_console_errors_from_us(page, page.console_mark)
 
 
-def test_queueing_the_digits_mtl_example_from_the_ui_runs_with_anagram_mtls_options(page, comfy_server):
-    """The embedded digits model with rectify and anti-segregation on, run from the canvas."""
-    load_workflow(page, ui_workflow("digits_mtl"))
+#: The embedded digits model's examples run from the canvas, and the Stage I settings each shows there.
+DIGITS_RUNS = {
+    "digits_mtl": {"rectify": True, "anti_segregation": True, "anti_segregation_step": 5.0},
+    "digits_from_picture": {"rectify": False, "anti_segregation": False},
+}
+
+
+@pytest.mark.parametrize("name", list(DIGITS_RUNS))
+def test_queueing_a_digits_example_from_the_ui_runs_it_on_the_embedded_model(page, comfy_server, name):
+    """The embedded digits model run from the canvas: with Anagram-MTL's rectify and anti-segregation on
+    (digits_mtl), and from the handwritten 2 its LoadImage shows (digits_from_picture)."""
+    load_workflow(page, ui_workflow(name))
     (sampler,) = nodes_of(page, "VisualAnagramsStageI")
     widgets = page.evaluate(
         "(id) => Object.fromEntries(app.graph.getNodeById(id).widgets.map(w => [w.name, w.value]))", sampler
     )
-    assert (widgets["rectify"], widgets["anti_segregation"], widgets["anti_segregation_step"]) == (True, True, 5.0)
+    assert {key: widgets[key] for key in DIGITS_RUNS[name]} == DIGITS_RUNS[name]
+    for load in nodes_of(page, "LoadImage"):  # the picture the pack copied into the input folder, shown
+        page.wait_for_function(
+            "(id) => app.graph.getNodeById(id).imgs?.[0]?.naturalWidth === 64", arg=load, timeout=STATE_TIMEOUT_MS
+        )
     # Two steps, so anti-segregation refines once; one candidate, to keep it quick on a CPU.
     set_widgets(page, "VisualAnagramsStageI", {"steps": 2, "candidates": 1})
     set_widgets(page, PREVIEW, {"frames_per_view": 4})

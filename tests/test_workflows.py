@@ -32,10 +32,42 @@ from workflow_tools import (
     workflow_names,
 )
 
-NAMES = ["digits_demo", "digits_mtl", "flip", "hybrid", "jigsaw", "leopard_mtl", "negate", "rotate_cw", "three_views"]
+NAMES = [
+    "digits_demo",
+    "digits_from_picture",
+    "digits_mtl",
+    "flip",
+    "hybrid",
+    "hybrid_from_picture",
+    "inpaint_hidden",
+    "jigsaw",
+    "leopard_mtl",
+    "negate",
+    "picture_flip",
+    "rotate_cw",
+    "three_views",
+]
 #: The examples that run the embedded demo model; the others run DeepFloyd IF with the paper's settings.
-DEMO_NAMES = ["digits_demo", "digits_mtl"]
+DEMO_NAMES = ["digits_demo", "digits_from_picture", "digits_mtl"]
 PAPER_NAMES = [name for name in NAMES if name not in DEMO_NAMES]
+#: The examples made from a picture: the file their LoadImage loads (ComfyUI's own example picture, or the
+#: pack's handwritten 2 under the name nodes/example_pictures.py copies it to).
+DIGIT_TWO = "visual_anagrams_digit_two.png"
+PICTURES = {
+    "digits_from_picture": DIGIT_TWO,
+    "picture_flip": "example.png",
+    "hybrid_from_picture": "example.png",
+    "inpaint_hidden": "example.png",
+}
+#: The samplers' picture inputs (start image, mask, reference) each example sets, and the stages they feed.
+STAGE_I, STAGE_II = "VisualAnagramsStageI", "VisualAnagramsStageII"
+PICTURE_INPUTS = {
+    "digits_from_picture": {STAGE_I: {"start_image"}},
+    "picture_flip": {STAGE_I: {"start_image"}, STAGE_II: set()},
+    "hybrid_from_picture": {STAGE_I: {"reference_image"}, STAGE_II: {"reference_image"}},
+    "inpaint_hidden": {STAGE_I: {"start_image", "mask"}, STAGE_II: {"start_image", "mask"}},
+}
+PICTURE_SOCKETS = {"start_image", "mask", "reference_image"}
 #: The examples with Anagram-MTL's options on: which sampler inputs they set.
 MTL_OPTIONS = {
     "digits_mtl": ({"rectify": True, "anti_segregation": True}, None),
@@ -135,6 +167,9 @@ def test_settings_are_the_papers_defaults():
         "three_views": ["identity", "rotate_cw", "rotate_ccw"],
         "hybrid": ["low_pass", "high_pass"],
         "leopard_mtl": ["identity", "rotate_cw"],
+        "picture_flip": ["identity", "flip"],
+        "hybrid_from_picture": ["low_pass", "high_pass"],
+        "inpaint_hidden": ["identity", "flip"],
     }
     expected_prompts = {
         "rotate_cw": ("an oil painting of", ["a snowy mountain village", "a horse"]),
@@ -144,6 +179,11 @@ def test_settings_are_the_papers_defaults():
         "three_views": ("a watercolor of", ["a rabbit", "a duck", "a giraffe"]),
         "hybrid": ("a photo of", ["a waterfall", "a deer"]),
         "leopard_mtl": ("a charcoal drawing of", ["a leopard", "a savannah"]),
+        "picture_flip": ("a child's drawing of", ["a girl in a pink dress on a hill", "a vase of flowers"]),
+        # The published example's prompts ("" and "waterfalls", style "a lithograph of"): the encoder wants every
+        # prompt filled, so the style is written into each prompt, which gives the published texts.
+        "hybrid_from_picture": ("", ["a lithograph of", "a lithograph of waterfalls"]),
+        "inpaint_hidden": ("a child's drawing of", ["a sun", "a flower"]),
     }
     for name in PAPER_NAMES:
         api = api_workflow(name)
@@ -193,8 +233,65 @@ def test_settings_are_the_papers_defaults():
             assert consumer["views"] == encoder["views"]
     jigsaw = [n for n in api_workflow("jigsaw").values() if n["class_type"] == "VisualAnagramsView_jigsaw"]
     assert jigsaw[0]["inputs"]["seed"] == 0
-    hybrid = [n for n in api_workflow("hybrid").values() if n["class_type"].endswith("_pass")]
-    assert [n["inputs"]["sigma"] for n in hybrid] == [2.0, 2.0]
+    for name in ("hybrid", "hybrid_from_picture"):
+        hybrid = [n for n in api_workflow(name).values() if n["class_type"].endswith("_pass")]
+        assert [n["inputs"]["sigma"] for n in hybrid] == [2.0, 2.0]
+
+
+def samplers_of(api: dict) -> dict[str, dict]:
+    return {n["class_type"]: n["inputs"] for n in api.values() if n["class_type"].startswith("VisualAnagramsStage")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pictures_reach_the_samplers_they_are_for(name):
+    api = api_workflow(name)
+    loads = [node_id for node_id, node in api.items() if node["class_type"] == "LoadImage"]
+    for class_type, inputs in samplers_of(api).items():
+        linked = {socket for socket in PICTURE_SOCKETS if socket in inputs}
+        assert linked == PICTURE_INPUTS.get(name, {}).get(class_type, set()), class_type
+        for socket in linked - {"mask"}:
+            assert inputs[socket] == [loads[0], 0]  # the picture itself (output 0: IMAGE)
+    if name not in PICTURES:
+        assert not loads and not any(n["class_type"] in ("SolidMask", "MaskComposite") for n in api.values())
+        return
+    (load,) = loads
+    assert api[load]["inputs"] == {"image": PICTURES[name]}
+
+
+def test_picture_examples_settings():
+    """Start strengths, the reference's view and flags, and Stage II continuing Stage I's stream in step."""
+    digits = samplers_of(api_workflow("digits_from_picture"))["VisualAnagramsStageI"]
+    assert 0 < digits["strength"] < 1 and (digits["seed"], digits["candidates"], digits["guidance"]) == (0, 4, 4.0)
+
+    flip = samplers_of(api_workflow("picture_flip"))
+    # IF's image-to-image default; Stage II continues Stage I's stream, which ran only the strength's steps.
+    assert flip["VisualAnagramsStageI"]["strength"] == 0.7
+    assert flip["VisualAnagramsStageII"]["stage_1_strength"] == flip["VisualAnagramsStageI"]["strength"]
+    assert flip["VisualAnagramsStageII"]["stage_1_reference"] is False
+
+    hybrid = samplers_of(api_workflow("hybrid_from_picture"))
+    for inputs in hybrid.values():
+        assert (inputs["reference_view"], inputs["project_reference"]) == (1, True)
+        assert inputs["reduction"] == "auto"  # "sum": every view is factorized
+    assert hybrid["VisualAnagramsStageII"]["stage_1_reference"] is True
+    assert hybrid["VisualAnagramsStageII"]["stage_1_strength"] == 1.0
+
+    inpaint = api_workflow("inpaint_hidden")
+    for inputs in samplers_of(inpaint).values():
+        assert inputs["strength"] == 1.0
+    stage_2 = samplers_of(inpaint)["VisualAnagramsStageII"]
+    assert (stage_2["stage_1_strength"], stage_2["stage_1_reference"]) == (1.0, False)
+    # The mask, from core nodes: nothing repainted, plus a repainted square half the picture's size, centred.
+    (composite,) = [n["inputs"] for n in inpaint.values() if n["class_type"] == "MaskComposite"]
+    keep, middle = inpaint[composite["destination"][0]]["inputs"], inpaint[composite["source"][0]]["inputs"]
+    assert (keep["value"], keep["width"], keep["height"]) == (0.0, 768, 768)  # example.png is 768 x 768
+    assert (middle["value"], middle["width"], middle["height"]) == (1.0, 384, 384)
+    assert (composite["x"], composite["y"], composite["operation"]) == (192, 192, "add")
+    assert stage_2["mask"] == samplers_of(inpaint)["VisualAnagramsStageI"]["mask"] == [composite_id(inpaint), 0]
+
+
+def composite_id(api: dict) -> str:
+    return next(node_id for node_id, node in api.items() if node["class_type"] == "MaskComposite")
 
 
 def test_digits_demo_runs_the_embedded_model_without_stage_ii():
@@ -216,6 +313,24 @@ def test_digits_demo_runs_the_embedded_model_without_stage_ii():
     (upscale,) = by_type["ImageScaleBy"]
     assert api[upscale["image"][0]]["class_type"] == "VisualAnagramsStageI" and upscale["scale_by"] == 4.0
     assert (stage_1["rectify"], stage_1["anti_segregation"]) == (False, False)
+
+
+def test_digits_from_picture_is_the_demo_started_from_the_handwritten_two():
+    def settings(api: dict) -> dict[str, list[dict]]:
+        """Each node's values by type; links, the picture and the savers' folders (their own) left out."""
+        found = {}
+        for node in api.values():
+            if node["class_type"] != "LoadImage":
+                ignored = ("start_image", "strength", "filename_prefix")
+                values = {k: v for k, v in node["inputs"].items() if k not in ignored and not isinstance(v, list)}
+                found.setdefault(node["class_type"], []).append(values)
+        return found
+
+    from_picture = api_workflow("digits_from_picture")
+    # Models, prompts, views, sampler settings, upscaling and outputs: digits_demo's.
+    assert settings(from_picture) == settings(api_workflow("digits_demo"))
+    stage_1 = samplers_of(from_picture)["VisualAnagramsStageI"]
+    assert from_picture[stage_1["start_image"][0]]["inputs"]["image"] == DIGIT_TWO
 
 
 def test_digits_mtl_is_the_demo_with_anagram_mtls_options():
@@ -308,6 +423,9 @@ def test_every_node_type_exists(object_info):
             "SaveImage",
             "SaveAnimatedWEBP",
             "ImageScaleBy",
+            "LoadImage",
+            "SolidMask",
+            "MaskComposite",
         )
 
 

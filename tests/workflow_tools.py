@@ -22,10 +22,14 @@ process, so the test session never imports ComfyUI itself.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pack import import_submodule
@@ -34,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 UI_DIR = REPO / "example_workflows"
 API_DIR = REPO / "api_workflows"
 BUILD_SCRIPT = REPO / "scripts" / "build_workflows.py"
+EXAMPLE_PICTURES = REPO / "nodes" / "example_pictures.py"
 
 #: The tiny offline models of tests/tiny_models.py, by the loader input that names them.
 TINY_MODELS = {
@@ -104,6 +109,29 @@ def with_tiny_models(
     return graph
 
 
+def example_pictures_module() -> ModuleType:
+    """``nodes/example_pictures.py``, loaded from its file: the ``nodes`` package imports ComfyUI."""
+    name = "visual_anagrams_example_pictures"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, EXAMPLE_PICTURES)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+def stock_input_folder(input_dir: str | Path, comfyui_dir: str | Path) -> None:
+    """Give ComfyUI's input folder ``input_dir`` the pictures the examples' LoadImage nodes name, as a user's
+    has them once ComfyUI has loaded the pack: the pictures ComfyUI ships in its own input folder
+    (``example.png``, from the checkout ``comfyui_dir``) and the pack's example pictures. A private input
+    folder (a test server's, or a temporary one) starts empty; names already there are left alone."""
+    input_dir = Path(input_dir)
+    for picture in sorted((Path(comfyui_dir) / "input").iterdir()):
+        if picture.is_file() and not (input_dir / picture.name).exists():
+            shutil.copyfile(picture, input_dir / picture.name)
+    example_pictures_module().install_example_pictures(str(input_dir))
+
+
 # -- the UI format, read the way the frontend reads it ----------------------------------------------
 
 #: Input types the frontend (1.32) draws as widgets; any other type is a socket.
@@ -113,13 +141,19 @@ VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 MUTED, BYPASSED = 2, 4
 
 
-def widget_inputs(info: dict[str, Any]) -> list[tuple[str, bool]]:
-    """``(name, takes a second "control after generate" value)`` for each widget of a node
-    definition from ``/object_info``, in the order the frontend stores ``widgets_values``:
-    the required inputs, then the optional ones, each in ``input_order``."""
-    widgets = []
+#: Combo options for which the frontend (its Comfy.UploadImage extension) adds an upload button after the
+#: required inputs, saved in ``widgets_values`` (as "image") but never sent to the server.
+UPLOAD_OPTIONS = ("image_upload", "animated_image_upload", "video_upload")
+
+
+def _stored_values(info: dict[str, Any]) -> list[tuple[str | None, bool]]:
+    """``(widget name, takes a second "control after generate" value)`` for each value the frontend stores in
+    ``widgets_values``, in order: the required inputs, then the optional ones, each in ``input_order``; the
+    upload button (name None) after the required inputs of a node that loads a file."""
+    widgets: list[tuple[str | None, bool]] = []
     order = info.get("input_order") or {group: list(specs) for group, specs in info["input"].items()}
     for group in ("required", "optional"):
+        upload = False
         for name in order.get(group, []):
             spec = info["input"][group][name]
             kind = "COMBO" if isinstance(spec[0], list) else spec[0]
@@ -132,7 +166,17 @@ def widget_inputs(info: dict[str, Any]) -> list[tuple[str, bool]]:
             else:
                 has_control = kind == "COMBO" and bool(control)
             widgets.append((name, has_control))
+            upload |= kind == "COMBO" and any(options.get(option) for option in UPLOAD_OPTIONS)
+        if group == "required" and upload:
+            widgets.append((None, False))
     return widgets
+
+
+def widget_inputs(info: dict[str, Any]) -> list[tuple[str, bool]]:
+    """``(name, takes a second "control after generate" value)`` for each widget of a node
+    definition from ``/object_info``, in the order the frontend stores ``widgets_values``:
+    the required inputs, then the optional ones, each in ``input_order``."""
+    return [(name, has_control) for name, has_control in _stored_values(info) if name is not None]
 
 
 def ui_to_api(ui: dict[str, Any], object_info: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -150,10 +194,11 @@ def ui_to_api(ui: dict[str, Any], object_info: dict[str, dict[str, Any]]) -> dic
         values = list(node.get("widgets_values") or [])
         inputs: dict[str, Any] = {}
         position = 0
-        for name, has_control in widget_inputs(info):
+        for name, has_control in _stored_values(info):
             if position >= len(values):
-                raise ValueError(f"node {node['id']} ({node['type']}): no value for widget {name!r}")
-            inputs[name] = values[position]
+                raise ValueError(f"node {node['id']} ({node['type']}): no value for widget {name or 'upload'!r}")
+            if name is not None:  # the upload button's value stays in the frontend
+                inputs[name] = values[position]
             position += 2 if has_control else 1
         if position != len(values):
             raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values, expected {position}")
@@ -177,7 +222,7 @@ def control_values(ui: dict[str, Any], object_info: dict[str, dict[str, Any]]) -
         if node["type"] in VIRTUAL_NODES:
             continue
         values, position = node.get("widgets_values") or [], 0
-        for name, has_control in widget_inputs(object_info[node["type"]]):
+        for name, has_control in _stored_values(object_info[node["type"]]):
             if has_control:
                 found.append((node["id"], name, values[position + 1]))
             position += 2 if has_control else 1
@@ -192,7 +237,8 @@ def comfyui_facts(comfyui_dir: str | Path, timeout: float = 600) -> dict[str, An
 
     ``object_info``: the ``/object_info`` definition of every node type the workflows use
     (missing types are left out); ``validation``: ComfyUI's ``validate_prompt`` verdict on
-    every API workflow. Raises RuntimeError if the child fails.
+    every API workflow. Both with an input folder stocked as a user's is (:func:`stock_input_folder`),
+    so LoadImage lists, and validation finds, the examples' pictures. Raises RuntimeError if the child fails.
     """
     completed = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--facts", str(comfyui_dir)],
@@ -217,6 +263,7 @@ def _facts(comfyui_dir: str) -> dict[str, Any]:
 
     node_classes = load_node_classes(comfyui_dir)
     import execution  # ComfyUI's, importable now
+    import folder_paths
 
     used = set()
     for path in [*API_DIR.glob("*.json"), *UI_DIR.glob("*.json")]:
@@ -225,11 +272,17 @@ def _facts(comfyui_dir: str) -> dict[str, Any]:
             used |= {node["type"] for node in data["nodes"]}
         else:
             used |= {node["class_type"] for node in data.values()}
-    object_info = {name: node_info(name, node_classes) for name in sorted(used) if name in node_classes}
-    validation = {}
-    for name in workflow_names():
-        valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt("check", api_workflow(name), None))
-        validation[name] = {"valid": valid, "error": error, "outputs": sorted(outputs), "node_errors": node_errors}
+    # A private input folder, as the test server has one: nothing is written into the checkout.
+    with tempfile.TemporaryDirectory(prefix="va-input-") as input_dir:
+        stock_input_folder(input_dir, comfyui_dir)
+        folder_paths.set_input_directory(input_dir)
+        object_info = {name: node_info(name, node_classes) for name in sorted(used) if name in node_classes}
+        validation = {}
+        for name in workflow_names():
+            valid, error, outputs, node_errors = asyncio.run(
+                execution.validate_prompt("check", api_workflow(name), None)
+            )
+            validation[name] = {"valid": valid, "error": error, "outputs": sorted(outputs), "node_errors": node_errors}
     return {"object_info": object_info, "validation": validation}
 
 

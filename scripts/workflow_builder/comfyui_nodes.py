@@ -89,6 +89,15 @@ def load_node_classes(comfyui_dir: Path | str | None = None) -> dict[str, type]:
     return _NODE_CLASSES
 
 
+def comfyui_input_dir() -> Path:
+    """The input folder of the ComfyUI :func:`load_node_classes` loaded (where LoadImage's pictures are)."""
+    if _NODE_CLASSES is None:
+        raise RuntimeError("load ComfyUI first (load_node_classes)")
+    import folder_paths
+
+    return Path(folder_paths.get_input_directory())
+
+
 def node_info(class_type: str, node_classes: dict[str, type]) -> dict[str, Any]:
     """What ComfyUI 0.3.75's ``GET /object_info`` reports for one node (server.py ``node_info``)."""
     import nodes

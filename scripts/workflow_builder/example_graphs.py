@@ -1,5 +1,6 @@
 """The graph of each example: which nodes it holds, how they are wired and in which column each sits
-(the data flows left to right: encoder and views, prompts, models, samplers, outputs)."""
+(the data flows left to right: encoder, views and the start picture, prompts, models and the mask,
+samplers, outputs)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,15 @@ REQUIRED_NODE_TYPES = (
     "SaveImage",
     "SaveAnimatedWEBP",
     "ImageScaleBy",
+    "LoadImage",
+    "SolidMask",
+    "MaskComposite",
 )
+#: The inpainting mask's title: the example builds it from core nodes, a user paints their own.
+MASK_TITLE = "Mask (paint your own: right-click Load Image > Open in MaskEditor)"
+MASK_NODE_WIDTH = 540  # the whole title on one line (frontend 1.32.9)
+#: LoadImage's size with room for its picture preview (as ComfyUI's own templates have it).
+PICTURE_NODE_SIZE = (300, 320)
 
 
 def node_types_used() -> list[str]:
@@ -52,16 +61,34 @@ def illusion_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
     graph = Graph(illusion.name, layouts)
     prefix = illusion.folder
 
-    # Column 0: the text encoder and the view chain. Column 1: the prompts.
+    # Column 0: the text encoder, the view chain and the picture. Column 1: the prompts.
     views, prompts = add_views_and_prompts(graph, illusion, T5_LOADER, unload_encoder=True)
-    # Column 2: the models. Column 3: the samplers.
+    # Column 2: the models (and the mask). Column 3: the samplers.
     stage_1_model = graph.add("VisualAnagramsLoadStageI", 2, {"model": STAGE_I_MODEL, **LOADER}, width=300)
     stage_2_model = graph.add("VisualAnagramsLoadStageII", 2, {"model": STAGE_II_MODEL, **LOADER}, width=300)
+    pictures = add_picture(graph, illusion, picture_column=0, mask_column=2)
     stage_1_settings = {**STAGE_I, **illusion.stage_1_options}
     stage_2_settings = {**STAGE_II, **illusion.stage_2_options}
-    stage_1 = add_sampler(graph, "VisualAnagramsStageI", 3, stage_1_settings, stage_1_model, prompts, views)
+    stage_1 = add_sampler(
+        graph,
+        "VisualAnagramsStageI",
+        3,
+        stage_1_settings,
+        stage_1_model,
+        prompts,
+        views,
+        pictures=pictures if 1 in illusion.picture_stages else None,
+    )
     stage_2 = add_sampler(
-        graph, "VisualAnagramsStageII", 3, stage_2_settings, stage_2_model, prompts, views, image=stage_1
+        graph,
+        "VisualAnagramsStageII",
+        3,
+        stage_2_settings,
+        stage_2_model,
+        prompts,
+        views,
+        image=stage_1,
+        pictures=pictures if 2 in illusion.picture_stages else None,
     )
     # Columns 4 and 5: save and preview.
     add_outputs(
@@ -81,8 +108,16 @@ def demo_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
     graph = Graph(illusion.name, layouts)
     views, prompts = add_views_and_prompts(graph, illusion, {**T5_LOADER, "encoder": DEMO_MODEL}, unload_encoder=False)
     model = graph.add("VisualAnagramsLoadStageI", 2, {"model": DEMO_MODEL, **LOADER}, width=300)
+    pictures = add_picture(graph, illusion, picture_column=0, mask_column=2)
     stage_1 = add_sampler(
-        graph, "VisualAnagramsStageI", 2, {**DEMO_STAGE_I, **illusion.stage_1_options}, model, prompts, views
+        graph,
+        "VisualAnagramsStageI",
+        2,
+        {**DEMO_STAGE_I, **illusion.stage_1_options},
+        model,
+        prompts,
+        views,
+        pictures=pictures,
     )
     upscaled = graph.add(
         "ImageScaleBy", 2, DEMO_UPSCALE, {"image": (stage_1, 0)}, title="Upscale 4x (to see it)", width=300
@@ -120,6 +155,50 @@ def add_views_and_prompts(
     return views, prompts
 
 
+def add_picture(
+    graph: Graph, illusion: Illusion, *, picture_column: int, mask_column: int
+) -> dict[str, tuple[Node, int]]:
+    """The example's picture (core LoadImage, in ``picture_column``) and, for inpainting, its mask (core
+    nodes, in ``mask_column``): the sampler inputs they feed, by name. Empty for a text-to-image example."""
+    picture = illusion.picture
+    if picture is None:
+        return {}
+    if illusion.picture_input == "reference_image":
+        view = illusion.stage_1_options["reference_view"]
+        title = f"Reference picture (fixes view {view})"
+    else:
+        title = "Start picture"
+    width, height = PICTURE_NODE_SIZE
+    load = graph.add("LoadImage", picture_column, {"image": picture.name}, title=title, width=width, height=height)
+    links = {illusion.picture_input: (load, 0)}
+    if illusion.repaint_middle:
+        # Nothing repainted, plus a repainted square half the picture's size added in its middle.
+        keep = graph.add(
+            "SolidMask",
+            mask_column,
+            {"value": 0.0, "width": picture.width, "height": picture.height},
+            title="Keep the picture",
+            width=300,
+        )
+        middle = graph.add(
+            "SolidMask",
+            mask_column,
+            {"value": 1.0, "width": picture.width // 2, "height": picture.height // 2},
+            title="Repaint a square half its size",
+            width=300,
+        )
+        mask = graph.add(
+            "MaskComposite",
+            mask_column,
+            {"x": picture.width // 4, "y": picture.height // 4, "operation": "add"},
+            {"destination": (keep, 0), "source": (middle, 0)},
+            title=MASK_TITLE,
+            width=MASK_NODE_WIDTH,
+        )
+        links["mask"] = (mask, 0)
+    return links
+
+
 def add_sampler(
     graph: Graph,
     class_type: str,
@@ -129,10 +208,11 @@ def add_sampler(
     prompts: Node,
     views: Node,
     image: Node | None = None,
+    pictures: dict[str, tuple[Node, int]] | None = None,
 ) -> Node:
     """A sampler in ``column``: each reads its model, the encoded prompts and the view chain; Stage II also
-    the image it upscales."""
-    links = {"model": (model, 0), "prompts": (prompts, 0), "views": (views, 0)}
+    the image it upscales; ``pictures``: the start picture, mask or reference it gets (:func:`add_picture`)."""
+    links = {"model": (model, 0), "prompts": (prompts, 0), "views": (views, 0), **(pictures or {})}
     if image is not None:
         links["image"] = (image, 0)
     return graph.add(class_type, column, settings, links, width=300)

@@ -1,4 +1,5 @@
-"""What each example workflow is: its views, prompts and style, and the settings its nodes run with.
+"""What each example workflow is: its views, prompts and style, the picture it starts from, and the settings
+its nodes run with.
 
 The IF examples use the paper's published defaults (DESIGN.md section 1); ``digits_demo`` runs the
 embedded digits model with the settings measured for it (demo/README.md).
@@ -7,9 +8,10 @@ embedded digits model with the settings measured for it (demo/README.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .repo_modules import pack_submodule
+from .repo_modules import example_pictures, pack_submodule
 
 #: The paper's own choice of models for its figures (IF-I-M + IF-II-M), and T5 from IF-I-XL
 #: (every IF-I repository ships the same T5-XXL).
@@ -54,12 +56,47 @@ MTL_STAGE_II = {"rectify": True}
 
 
 @dataclass(frozen=True)
+class Picture:
+    """A picture in ComfyUI's input folder, by the name core LoadImage lists it under."""
+
+    name: str
+    width: int
+    height: int
+    #: The pack's own copy (``examples/pictures/``, copied into the input folder when ComfyUI loads the pack);
+    #: None for a picture ComfyUI itself ships in its input folder.
+    pack_file: Path | None = None
+
+
+#: ComfyUI's own example picture, in every ComfyUI's input folder: a child's drawing of a blonde girl in a pink
+#: dress on a green hill under a blue sky with clouds.
+COMFYUI_EXAMPLE = Picture("example.png", 768, 768)
+#: A real handwritten "2" in the demo model's own rendering (examples/pictures/README.md).
+DIGIT_TWO = Picture(
+    example_pictures().example_picture_name("digit_two"),
+    64,
+    64,
+    pack_file=example_pictures().PICTURES_DIR / "digit_two.png",
+)
+
+#: How much of the demo's schedule redraws the handwritten 2 (0: the picture as is, 1: from pure noise): 0.9
+#: measured best (README, "Illusions from a picture": 95 % of 20 seeds read both views; 0.5 / 0.7: 55 / 65 %).
+DIGITS_START_STRENGTH = 0.9
+#: IF's image-to-image default (diffusers' ``IFImg2ImgPipeline``: strength 0.7).
+IF_START_STRENGTH = 0.7
+
+
+@dataclass(frozen=True)
 class Illusion:
     """One example workflow: a chain of views, one prompt per view, a style.
 
     ``demo`` workflows run the pack's embedded digits model (Stage I only, no download)
     instead of DeepFloyd IF. ``stage_1_options`` / ``stage_2_options`` set sampler inputs
-    beyond the shared settings (Anagram-MTL's options).
+    beyond the shared settings (Anagram-MTL's options, a picture's strength or reference view).
+
+    An illusion from a picture loads ``picture`` with core LoadImage and wires it to the samplers' input
+    ``picture_input`` (``start_image`` or ``reference_image``) on the stages ``picture_stages``;
+    ``repaint_middle`` adds a mask made of core nodes (no painting needed) that repaints the picture's
+    middle, half its width and height, on the same stages.
     """
 
     name: str
@@ -70,10 +107,18 @@ class Illusion:
     stage_1_options: dict[str, Any] = field(default_factory=dict)
     stage_2_options: dict[str, Any] = field(default_factory=dict)
     output_folder: str = ""  # where its files are saved; empty: visual_anagrams/<name>
+    picture: Picture | None = None
+    picture_input: str = "start_image"
+    picture_stages: tuple[int, ...] = (1,)
+    repaint_middle: bool = False
 
     def __post_init__(self) -> None:
         if len(self.views) != len(self.prompts):
             raise ValueError(f"{self.name}: {len(self.views)} views but {len(self.prompts)} prompts")
+        if self.repaint_middle and (self.picture is None or self.picture_input != "start_image"):
+            raise ValueError(f"{self.name}: a mask repaints part of a start image; give the start picture")
+        if self.demo and self.picture_stages != (1,):
+            raise ValueError(f"{self.name}: the demo model has no Stage II to give the picture to")
 
     @property
     def folder(self) -> str:
@@ -128,5 +173,56 @@ WORKFLOWS: tuple[Illusion, ...] = (
         (("low_pass", {"sigma": 2.0}), ("high_pass", {"sigma": 2.0})),
         ("a waterfall", "a deer"),
         style="a photo of",
+    ),
+    # From a picture: a real handwritten 2 (image-to-image, on the embedded model) redrawn so that it also
+    # reads as a 5 upside down, where digits_demo draws its 2 from noise.
+    Illusion(
+        "digits_from_picture",
+        (("identity", {}), ("flip", {})),
+        ("the digit two", "the digit five"),
+        style="",
+        demo=True,
+        stage_1_options={"strength": DIGITS_START_STRENGTH},
+        picture=DIGIT_TWO,
+    ),
+    # From a picture: ComfyUI's example drawing, redrawn (IF's image-to-image strength) so that upside down it
+    # shows a vase of flowers. Stage II continues Stage I's random stream, which skipped the steps the
+    # strength left out: stage_1_strength repeats it so the streams line up.
+    Illusion(
+        "picture_flip",
+        (("identity", {}), ("flip", {})),
+        ("a girl in a pink dress on a hill", "a vase of flowers"),
+        style="a child's drawing of",
+        stage_1_options={"strength": IF_START_STRENGTH},
+        stage_2_options={"stage_1_strength": IF_START_STRENGTH},
+        picture=COMFYUI_EXAMPLE,
+    ),
+    # An inverse problem (the paper's hybrid images from a reference): the picture fixes the low frequencies
+    # (view 1), the samplers draw only the fine detail, which reads as waterfalls up close. The published
+    # example leaves the fixed view's prompt empty (its text is the style alone); the prompt encoder wants
+    # every prompt filled, so the style is written into each prompt instead.
+    Illusion(
+        "hybrid_from_picture",
+        (("low_pass", {"sigma": 2.0}), ("high_pass", {"sigma": 2.0})),
+        ("a lithograph of", "a lithograph of waterfalls"),
+        style="",
+        stage_1_options={"reference_view": 1, "project_reference": True},
+        stage_2_options={"reference_view": 1, "project_reference": True, "stage_1_reference": True},
+        picture=COMFYUI_EXAMPLE,
+        picture_input="reference_image",
+        picture_stages=(1, 2),
+    ),
+    # Inpainting: the picture stays as it is outside a mask, and its middle is redrawn as an anagram (a sun
+    # that reads as a flower upside down), on both stages.
+    Illusion(
+        "inpaint_hidden",
+        (("identity", {}), ("flip", {})),
+        ("a sun", "a flower"),
+        style="a child's drawing of",
+        stage_1_options={"strength": 1.0},
+        stage_2_options={"strength": 1.0},
+        picture=COMFYUI_EXAMPLE,
+        picture_stages=(1, 2),
+        repaint_middle=True,
     ),
 )

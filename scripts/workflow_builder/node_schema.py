@@ -6,10 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-#: Input types the frontend (1.32) draws as widgets; every other type is a socket.
-WIDGET_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO"}
+#: Input types the frontend (1.32) draws as widgets; every other type is a socket. IMAGEUPLOAD is the
+#: frontend's own (see UPLOAD_OPTIONS).
+WIDGET_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO", "IMAGEUPLOAD"}
 #: INT inputs with these names get a "control after generate" widget unless the schema says otherwise.
 SEED_NAMES = ("seed", "noise_seed")
+#: Combo options that make the frontend add an upload button (its Comfy.UploadImage extension) after the
+#: required inputs: a widget named "upload", saved in ``widgets_values`` as "image", never sent to the server.
+UPLOAD_OPTIONS = ("image_upload", "animated_image_upload", "video_upload")
+UPLOAD_WIDGET = "upload"
+UPLOAD_WIDGET_VALUE = "image"
+UPLOAD_WIDGET_LABEL = "choose file to upload"  # its localized name, as the frontend saves it
 
 
 @dataclass(frozen=True)
@@ -18,6 +25,7 @@ class Slot:
     type: str
     optional: bool
     options: dict[str, Any]
+    frontend_only: bool = False  # a widget of the frontend's own, not an input of the node (the upload button)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,9 @@ def node_layout(info: dict[str, Any]) -> NodeLayout:
             if isinstance(kind, list):
                 kind, options = "COMBO", {**options, "options": kind}
             slots.append(Slot(name, kind, group == "optional", options))
+        if group == "required" and any(s.type == "COMBO" and _has_upload(s) for s in slots):
+            upload = {"default": UPLOAD_WIDGET_VALUE, "localized_name": UPLOAD_WIDGET_LABEL}
+            slots.append(Slot(UPLOAD_WIDGET, "IMAGEUPLOAD", False, upload, frontend_only=True))
     sockets = tuple(s for s in slots if s.type not in WIDGET_TYPES or s.options.get("forceInput"))
     widgets = tuple(s for s in slots if s not in sockets)
     names = info.get("output_name") or info["output"]
@@ -78,6 +89,10 @@ def node_layout(info: dict[str, Any]) -> NodeLayout:
         widgets=widgets,
         outputs=tuple(zip(names, info["output"], strict=True)),
     )
+
+
+def _has_upload(slot: Slot) -> bool:
+    return any(slot.options.get(option) for option in UPLOAD_OPTIONS)
 
 
 def default_widget_value(slot: Slot) -> Any:
@@ -92,10 +107,18 @@ def check_widget_value(class_type: str, slot: Slot, value: Any) -> None:
     """Raise ValueError unless ``value`` is allowed by the schema (combo options, number bounds).
 
     Model names are checked like any combo: the examples' Hub ids and the embedded demo model are among
-    the loaders' options on every machine, whatever its model folders hold.
+    the loaders' options on every machine, whatever its model folders hold. A picture's name is not: the
+    options are the files of this machine's input folder (examples.py names the pictures every ComfyUI
+    has there, its own and the pack's).
     """
     where = f"{class_type}.{slot.name}={value!r}"
-    if slot.type == "COMBO":
+    if slot.frontend_only:
+        if value != slot.options["default"]:
+            raise ValueError(f"{where}: the frontend saves {slot.options['default']!r} here")
+    elif slot.type == "COMBO" and _has_upload(slot):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{where} is not a file name")
+    elif slot.type == "COMBO":
         if value not in slot.options["options"]:
             raise ValueError(f"{where} is not one of {slot.options['options']}")
     elif slot.type in ("INT", "FLOAT"):

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .comfyui_nodes import load_node_classes, node_info
+from .comfyui_nodes import comfyui_input_dir, load_node_classes, node_info
 from .example_graphs import illusion_graph, node_types_used
 from .examples import SEED_CONTROL, WORKFLOWS, Illusion
 from .node_schema import node_layout
@@ -66,14 +66,16 @@ def problems(files: dict[Path, str]) -> list[str]:
 
 
 def write(files: dict[Path, str], thumbnails: bool = True) -> int:
-    """Write ``files`` (from :func:`build`) and, unless told not to, the thumbnails; returns how many."""
+    """Write ``files`` (from :func:`build`, which loads ComfyUI: its input folder holds ComfyUI's own example
+    picture) and, unless told not to, the thumbnails; returns how many."""
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     written = len(files)
     if thumbnails:
         views_module = pack_submodule("views")
+        input_dir = comfyui_input_dir()
         for path, illusion in thumbnail_paths().items():
-            path.write_bytes(thumbnail(illusion, views_module))
+            path.write_bytes(thumbnail(illusion, views_module, input_dir))
             written += 1
     return written

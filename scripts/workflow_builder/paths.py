@@ -15,3 +15,5 @@ DEFAULT_COMFYUI_DIR = REPO / ".cache" / "comfyui"
 PACK_LOADER = REPO / "tests" / "pack.py"
 #: The demo model's own evaluation code: it loads and samples the embedded model through the pack.
 DEMO_EVALUATE = REPO / "demo" / "evaluate.py"
+#: The pack's example pictures and the names ComfyUI's input folder lists them under (importable without ComfyUI).
+EXAMPLE_PICTURES = REPO / "nodes" / "example_pictures.py"

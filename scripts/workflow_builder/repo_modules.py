@@ -2,6 +2,8 @@
 
 ``tests/pack.py`` and ``demo/evaluate.py`` are scripts' and tests' helpers, not packages; loading them by
 path keeps ``tests/`` and ``demo/`` off ``sys.path`` (where their modules could shadow ComfyUI's).
+``nodes/example_pictures.py`` is the pack's, but its package imports ComfyUI, which the example
+descriptions are read without.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from .paths import DEMO_EVALUATE, PACK_LOADER
+from .paths import DEMO_EVALUATE, EXAMPLE_PICTURES, PACK_LOADER
 
 
 def import_file(name: str, path: Path) -> ModuleType:
@@ -43,3 +45,8 @@ def pack_submodule(relative: str) -> ModuleType:
 def demo_evaluate() -> ModuleType:
     """``demo/evaluate.py``: loads the embedded demo model and samples it with the pack's own code."""
     return import_file("demo_evaluate", DEMO_EVALUATE)
+
+
+def example_pictures() -> ModuleType:
+    """``nodes/example_pictures.py``: the input folder's names of the pack's example pictures."""
+    return import_file("visual_anagrams_example_pictures", EXAMPLE_PICTURES)

@@ -45,7 +45,7 @@ def to_ui_format(graph: Graph, control_after_generate: str) -> dict[str, Any]:
             entry["link"] = next((link[0] for link in links if link[3] == node.id and link[4] == len(inputs)), None)
             inputs.append(entry)
         for slot in node.layout.widgets:
-            entry = {"localized_name": slot.name, "name": slot.name}
+            entry = {"localized_name": slot.options.get("localized_name", slot.name), "name": slot.name}
             if slot.optional:
                 entry["shape"] = OPTIONAL_INPUT_SHAPE
             entry.update(type=slot.type, widget={"name": slot.name}, link=None)
@@ -104,7 +104,9 @@ def to_api_format(graph: Graph) -> dict[str, Any]:
     """What the frontend's ``graphToPrompt()`` sends: widget values, then links; no UI state."""
     prompt = {}
     for node in graph.nodes:
-        inputs: dict[str, Any] = {slot.name: node.values[slot.name] for slot in node.layout.widgets}
+        inputs: dict[str, Any] = {
+            slot.name: node.values[slot.name] for slot in node.layout.widgets if not slot.frontend_only
+        }
         for socket in node.layout.sockets:
             if socket.name in node.links:
                 source_id, source_slot = node.links[socket.name]

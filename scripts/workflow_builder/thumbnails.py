@@ -1,5 +1,6 @@
 """The thumbnail the template browser shows for an example: what its views do, drawn with the pack's own
-views on a test picture (for the demo, on the embedded model's own result), captioned with its prompts.
+views on a test picture or on the example's own picture (for the demo, on the embedded model's own result),
+captioned with its prompts.
 
 Pillow and torch are imported inside the functions: the JSON files are built without them.
 """
@@ -10,7 +11,7 @@ import io
 from pathlib import Path
 from types import ModuleType
 
-from .examples import DEMO_STAGE_I, Illusion
+from .examples import DEMO_STAGE_I, Illusion, Picture
 from .repo_modules import demo_evaluate, pack_submodule
 
 THUMBNAIL_MAX_BYTES = 60_000
@@ -67,15 +68,30 @@ def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
     return lines
 
 
-def demo_result(illusion: Illusion):
-    """The demo workflow's first illusion (its seed, steps and guidance), sampled with the embedded model
-    through the pack's own loading and sampling code: (1, 3, 64, 64) in [-1, 1]."""
+def picture_pixels(picture: Picture, input_dir: Path, size: int):
+    """An example's picture (the pack's copy, else the one in ComfyUI's input folder ``input_dir``) at
+    ``size`` px, as the samplers take it: (1, 3, size, size) in [-1, 1]."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(picture.pack_file or input_dir / picture.name) as image:
+        pixels = np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32)
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None] / 127.5 - 1
+
+
+def demo_result(illusion: Illusion, input_dir: Path):
+    """The demo workflow's first illusion (its seed, steps, guidance and start picture), sampled with the
+    embedded model through the pack's own loading and sampling code: (1, 3, 64, 64) in [-1, 1]."""
     evaluate = demo_evaluate()
     model = evaluate.load_demo()
     prompts = [f"{illusion.style} {prompt}".strip() for prompt in illusion.prompts]
     options = illusion.stage_1_options
     # The Stage I node's MTL switches, as the core takes them (the examples keep MTL's other settings).
     anti_segregation = pack_submodule("sampling").AntiSegregation() if options.get("anti_segregation") else None
+    start = {}
+    if illusion.picture is not None:
+        start = {"start_image": picture_pixels(illusion.picture, input_dir, 64), "strength": options["strength"]}
     return evaluate.sample(
         model,
         [name for name, _ in illusion.views],
@@ -86,12 +102,25 @@ def demo_result(illusion: Illusion):
         guidance=DEMO_STAGE_I["guidance"],
         rectify=bool(options.get("rectify", False)),
         anti_segregation=anti_segregation,
+        **start,
     )
 
 
-def thumbnail(illusion: Illusion, views_module: ModuleType) -> bytes:
-    """The views of ``illusion`` applied to :func:`test_picture` (for a demo workflow: to the result it
-    draws), side by side, captioned with the prompts. ``views_module`` is the pack's ``views`` package."""
+def mark_repainted_middle(pixels):
+    """``pixels`` with a white frame around the middle square (half the width and height) the mask repaints."""
+    marked = pixels.clone()
+    size = pixels.shape[-1]
+    low, high, line = size // 4, size - size // 4, max(2, size // 64)
+    for start, stop in ((low - line, low), (high, high + line)):
+        marked[..., start:stop, low - line : high + line] = 1
+        marked[..., low - line : high + line, start:stop] = 1
+    return marked
+
+
+def thumbnail(illusion: Illusion, views_module: ModuleType, input_dir: Path) -> bytes:
+    """The views of ``illusion`` applied to its picture, else to :func:`test_picture` (for a demo workflow:
+    to the result it draws), side by side, captioned with the prompts. ``views_module`` is the pack's
+    ``views`` package; ``input_dir`` ComfyUI's input folder, where the examples' pictures are."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -101,8 +130,18 @@ def thumbnail(illusion: Illusion, views_module: ModuleType) -> bytes:
     margin, gap, line_height = 12, 10, 16
     panel = (THUMBNAIL_WIDTH - 2 * margin - (count - 1) * gap) // count
     if illusion.demo:
-        pixels = F.interpolate(demo_result(illusion), size=(256, 256), mode="bicubic", align_corners=False)
-        note = "The demo model's own result (seed 0) under each view."
+        pixels = F.interpolate(demo_result(illusion, input_dir), size=(256, 256), mode="bicubic", align_corners=False)
+        source = ", from the picture" if illusion.picture else ""
+        note = f"The demo model's own result (seed 0{source}) under each view."
+    elif illusion.picture is not None:
+        pixels = picture_pixels(illusion.picture, input_dir, 256)
+        if illusion.repaint_middle:
+            pixels = mark_repainted_middle(pixels)
+            note = "Diagram: the views of the start picture; the framed middle is repainted."
+        elif illusion.picture_input == "reference_image":
+            note = "Diagram: the views applied to the reference picture, not a generated result."
+        else:
+            note = "Diagram: the views applied to the start picture, not a generated result."
     else:
         picture = test_picture(256)
         pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
