@@ -40,6 +40,7 @@ class StagePictures:
     start_image: torch.Tensor | None
     strength: float
     mask: torch.Tensor | None
+    inpainting: str
     reference_image: torch.Tensor | None
     reference_view: int
     project_reference: bool
@@ -54,6 +55,7 @@ class StagePictures:
         start_image: torch.Tensor | None,
         strength: float,
         mask: torch.Tensor | None,
+        inpainting: str,
         reference_image: torch.Tensor | None,
         reference_view: int,
         project_reference: bool,
@@ -68,6 +70,7 @@ class StagePictures:
             start_image=_picture(node_cls, "start_image", start_image, count, count_name),
             strength=strength,
             mask=_mask(node_cls, "mask", mask, count, count_name),
+            inpainting=inpainting,
             reference_image=_picture(node_cls, "reference_image", reference_image, count, count_name),
             reference_view=reference_view,
             project_reference=project_reference,
@@ -89,6 +92,7 @@ class StagePictures:
             # is text to image, which is strength 1.
             "strength": self.strength if start is not None else 1.0,
             "mask": mask,
+            "inpainting": self.inpainting,
             "reference_image": None if reference is None else reference.clamp(-1, 1),
             "reference_view": self.reference_view - 1,
             "project_reference": self.project_reference,

@@ -22,6 +22,7 @@ from ..sampling import (
     sample_stage_2,
 )
 from ..sampling.inputs import MAX_VIEWS, check_low_res_image
+from ..sampling.pictures import INPAINTING_MODES
 from ..sampling.stages import stage_1_generators_after
 from .comfy_rules import out_of_memory, out_of_memory_errors
 from .images import check_image, to_comfy_image, to_model_space
@@ -136,11 +137,21 @@ def _picture_inputs(*, start_tooltip: str, strength: float, pipeline: str, size:
         io.Mask.Input(
             "mask",
             optional=True,
-            tooltip="Inpainting, as diffusers' IFInpaintingPipeline: the part of the start image to repaint "
-            "(1 = repaint, binarised at 0.5). Outside it the result is the start image exactly: that region is "
-            "set back to the clean picture at the start and after every step. Load Image gives one from a "
+            tooltip="Inpainting: the part of the start image to repaint (1 = repaint, binarised at 0.5). Outside "
+            "it the result is the start image exactly: that region is set back to the clean picture after every "
+            "step ('inpainting' decides what the UNet sees there meanwhile). Load Image gives one from a "
             "picture's alpha (transparent = repaint) or from its MaskEditor. Needs a start image. "
             f"{fit}",
+        ),
+        io.Combo.Input(
+            "inpainting",
+            options=list(INPAINTING_MODES),
+            default=INPAINTING_MODES[0],
+            optional=True,
+            tooltip="With a mask: what the UNet sees outside it at each step. 'renoised': the start image noised "
+            "to that step (as Stable Diffusion's inpainting pipeline and ComfyUI's samplers do); on the digits "
+            "demo this repaints a real digit where 'clean' makes a blot. 'clean': the clean start image, as "
+            "diffusers' IFInpaintingPipeline. Either way the result outside the mask is the start image exactly.",
         ),
         io.Image.Input(
             "reference_image",
@@ -317,6 +328,7 @@ class AnagramStageI(io.ComfyNode):
         start_image=None,
         strength=STAGE_I_STRENGTH,
         mask=None,
+        inpainting=INPAINTING_MODES[0],
         reference_image=None,
         reference_view=1,
         project_reference=True,
@@ -344,6 +356,7 @@ class AnagramStageI(io.ComfyNode):
             start_image=start_image,
             strength=strength,
             mask=mask,
+            inpainting=inpainting,
             reference_image=reference_image,
             reference_view=reference_view,
             project_reference=project_reference,
@@ -453,6 +466,7 @@ class AnagramStageII(io.ComfyNode):
         start_image=None,
         strength=STAGE_II_STRENGTH,
         mask=None,
+        inpainting=INPAINTING_MODES[0],
         reference_image=None,
         reference_view=1,
         project_reference=True,
@@ -484,6 +498,7 @@ class AnagramStageII(io.ComfyNode):
                 start_image=start_image,
                 strength=strength,
                 mask=mask,
+                inpainting=inpainting,
                 reference_image=reference_image,
                 reference_view=reference_view,
                 project_reference=project_reference,

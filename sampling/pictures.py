@@ -11,13 +11,16 @@ one for every candidate or one shared by all.
   Stable Diffusion's inpainting pipeline does at strength 1, so it *is* the text-to-image run (IF's
   img2img pipeline still leaks sqrt(alpha_bar) of the picture there: 0.065 of it at 30 steps);
   strength 0 returns the start image without a UNet call (diffusers returns an empty batch).
-* **Mask** (1 = repaint, ComfyUI's and diffusers' convention; binarised at 0.5 as diffusers does):
-  ``IFInpaintingPipeline``'s blending. Outside the mask the sample is the clean picture from the
-  start and again after every scheduler step, so the result there *is* the picture, bit for bit.
-  Chosen over RePaint-style re-noising of the known region because it is exact outside the mask,
-  draws no extra noise (candidate k still matches the run with seed + k) and costs no extra UNet
-  calls (RePaint's resampling jumps multiply them); IF's UNets see the clean surroundings, which is
-  what IF's own inpainting pipelines show them.
+* **Mask** (1 = repaint, ComfyUI's and diffusers' convention; binarised at 0.5 as diffusers does).
+  Outside the mask the sample is set back to the clean picture after every scheduler step, so the
+  result there *is* the picture, bit for bit. What the UNet sees there is ``inpainting``'s choice:
+  ``"renoised"`` (default; Stable Diffusion's inpainting pipeline and ComfyUI's own samplers do
+  this) shows it the picture noised to the current timestep with the candidate's start noise, so
+  every pixel it sees is at the step's noise level, as in training; ``"clean"`` is
+  ``IFInpaintingPipeline``'s blending, which shows the clean picture next to the noisy inside.
+  Measured on the digits model (README): clean surroundings make the repainted region a blot,
+  re-noised ones a digit. Neither draws extra noise (candidate k still matches the run with
+  seed + k) nor costs an extra UNet call (RePaint's resampling jumps would multiply them).
 * **Reference** (inverse problems with factorized views, the published code's ``--ref_im_path``):
   before every UNet call, including the last, the fixed view's component of x_t is replaced by the
   reference's, noised to the current timestep with a fresh draw from each candidate's generator (the
@@ -43,6 +46,8 @@ from .errors import SamplingInputError
 
 #: diffusers' mask threshold: a mask value >= this repaints.
 MASK_THRESHOLD = 0.5
+#: What the UNet sees outside the mask: the picture noised to the step, or the clean picture (IF's pipeline).
+INPAINTING_MODES = ("renoised", "clean")
 
 
 def steps_to_run(num_steps: int, strength: float) -> int:
@@ -69,6 +74,7 @@ class PictureGuide:
         reference: Tensor | None,
         fixed_view: SplitView | None,
         project_reference: bool,
+        inpainting: str = INPAINTING_MODES[0],
     ):
         self.start = start
         self.strength = strength
@@ -76,6 +82,8 @@ class PictureGuide:
         self.reference = reference
         self.fixed_view = fixed_view
         self.project_reference = project_reference
+        self.renoise_kept_region = mask is not None and inpainting == "renoised"
+        self._start_noise: Tensor | None = None
 
     def visited(self, timesteps: Tensor) -> Tensor:
         """The timesteps this run visits: the last ``int(N * strength)`` (all of them without a start image)."""
@@ -84,6 +92,7 @@ class PictureGuide:
     def initial_sample(self, noise: Tensor, scheduler, visited: Tensor) -> Tensor:
         """x_T from the start noise: pure noise at strength 1, the noised start image below, the start
         image itself when no step runs; the kept region is the clean start image."""
+        self._start_noise = noise
         if self.start is None or len(visited) == len(scheduler.timesteps):
             sample = noise * scheduler.init_noise_sigma
         elif len(visited) == 0:
@@ -101,6 +110,16 @@ class PictureGuide:
         noise = randn_tensor(sample.shape, generator=generators, device=sample.device, dtype=sample.dtype)
         noisy_reference = alpha_bar.sqrt() * self.reference + (1 - alpha_bar).sqrt() * noise
         return self._with_reference_component(sample, noisy_reference)
+
+    def before_step(self, sample: Tensor, timestep: Tensor, scheduler, generators) -> Tensor:
+        """x_t as the views see it: the reference's noised component fixed, the kept region renoised."""
+        sample = self.fix_reference(sample, timestep, scheduler, generators)
+        if self.renoise_kept_region:
+            # The start noise again, as Stable Diffusion's inpainting pipeline does: no extra draw.
+            steps = torch.full((sample.shape[0],), int(timestep), device=sample.device)
+            noised = scheduler.add_noise(self.start.expand_as(sample), self._start_noise, steps)
+            sample = torch.where(self.mask, sample, noised)
+        return sample
 
     def keep_outside_mask(self, sample: Tensor) -> Tensor:
         """The clean start image wherever the mask keeps the picture."""
@@ -134,6 +153,7 @@ def picture_guide(
     reference_image: Tensor | None = None,
     reference_view: int = 0,
     project_reference: bool = True,
+    inpainting: str = INPAINTING_MODES[0],
 ) -> PictureGuide | None:
     """Check a run's pictures and place them on the device, or None for a plain text-to-image run."""
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
@@ -151,6 +171,10 @@ def picture_guide(
             raise SamplingInputError(
                 "mask", "a mask says which part of the start image to repaint: give the start image too"
             )
+    if inpainting not in INPAINTING_MODES:
+        raise SamplingInputError(
+            "inpainting", f"unknown mode {inpainting!r}; choose one of {', '.join(map(repr, INPAINTING_MODES))}"
+        )
     if start_image is None and reference_image is None:
         return None
 
@@ -177,6 +201,7 @@ def picture_guide(
         reference=reference,
         fixed_view=fixed_view,
         project_reference=bool(project_reference),
+        inpainting=inpainting,
     )
 
 

@@ -133,6 +133,7 @@ def sample_stage_1(
     reference_image: torch.Tensor | None = None,
     reference_view: int = 0,
     project_reference: bool = True,
+    inpainting: str = "renoised",
     max_batch_size: int | None = None,
     callback: StepCallback | None = None,
     device: torch.device | str | None = None,
@@ -147,7 +148,8 @@ def sample_stage_1(
     the published Visual Anagrams loop.
 
     ``start_image`` (with ``strength``), ``mask`` and ``reference_image`` (fixing ``views[reference_view]``'s
-    component, ``project_reference`` once more after the last step) make the illusion from a picture
+    component, ``project_reference`` once more after the last step; ``inpainting`` what the UNet sees
+    outside the mask) make the illusion from a picture
     (:mod:`.pictures`): (1 or K, 3, S, S) in model space at the UNet's size, the mask (1 or K, 1, S, S)
     with 1 = repaint.
     """
@@ -186,6 +188,7 @@ def sample_stage_1(
             reference_image=reference_image,
             reference_view=reference_view,
             project_reference=project_reference,
+            inpainting=inpainting,
         )
         scheduler = _fresh_copy(scheduler)
         resolve_timesteps(scheduler, num_inference_steps, timesteps)
@@ -236,6 +239,7 @@ def sample_stage_2(
     reference_image: torch.Tensor | None = None,
     reference_view: int = 0,
     project_reference: bool = True,
+    inpainting: str = "renoised",
     max_batch_size: int | None = None,
     callback: StepCallback | None = None,
     device: torch.device | str | None = None,
@@ -283,6 +287,7 @@ def sample_stage_2(
         reference_image=reference_image,
         reference_view=reference_view,
         project_reference=project_reference,
+        inpainting=inpainting,
     )
     scheduler = _fresh_copy(scheduler)
     resolve_timesteps(scheduler, num_inference_steps, timesteps)
@@ -331,8 +336,7 @@ def _denoise(
     total = len(timesteps)
     for index, timestep in enumerate(timesteps):
         if guide is not None:
-            # x_t as the views see it: a reference's noised component replaces x_t's.
-            sample = guide.fix_reference(sample, timestep, scheduler, generators)
+            sample = guide.before_step(sample, timestep, scheduler, generators)
         estimate = denoiser(scheduler.scale_model_input(sample, timestep), timestep, index)
         sample, predicted_clean = scheduler.step(estimate, timestep, sample, generator=generators, return_dict=False)
         if refine is not None and refine.settings.applies_after(index, total):

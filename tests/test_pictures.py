@@ -138,7 +138,7 @@ def test_a_lower_strength_stays_closer_to_the_start_image(stage_1_pipe, two):
     ("pipeline", "inputs"),
     [
         ("IFImg2ImgPipeline", {"strength": 0.5}),
-        ("IFInpaintingPipeline", {"strength": 0.6, "mask": centre_mask(SIZE_1)}),
+        ("IFInpaintingPipeline", {"strength": 0.6, "mask": centre_mask(SIZE_1), "inpainting": "clean"}),
     ],
 )
 def test_one_identity_view_matches_diffusers_if_image_pipelines(stage_1_pipe, encode, pipeline, inputs):
@@ -156,7 +156,7 @@ def test_one_identity_view_matches_diffusers_if_image_pipelines(stage_1_pipe, en
         guidance_scale=7.0,
         generator=torch.manual_seed(11),
         output_type="pt",
-        **{key: value for key, value in theirs.items() if key != "mask"},
+        **{key: value for key, value in theirs.items() if key not in ("mask", "inpainting")},
     ).images
     ours = sampling.sample_stage_1(
         stage_1_pipe.unet,
@@ -192,6 +192,32 @@ def test_outside_the_mask_the_result_is_the_picture(stage_1_pipe, stage_2_pipe, 
     ).images
     keep = (mask_2 == 0).expand_as(images)
     assert torch.equal(images[keep], start_2.expand_as(images)[keep])
+
+
+@pytest.mark.parametrize("inpainting", ["renoised", "clean"])
+def test_what_the_unet_sees_outside_the_mask(stage_1_pipe, two, inpainting):
+    """'renoised': the start image noised to each step with the start noise (no extra draw); 'clean': the
+    picture itself, as IF's inpainting pipeline shows it."""
+    start, mask = smooth_picture(SIZE_1, 8), centre_mask(SIZE_1)
+    seen = []
+    hook = stage_1_pipe.unet.register_forward_pre_hook(
+        lambda _module, args: seen.append((args[0][0].clone(), int(args[1])))
+    )
+    try:
+        result = run_stage_1(
+            stage_1_pipe, ["identity", "flip"], two, seed=3, start_image=start, mask=mask, inpainting=inpainting
+        )
+    finally:
+        hook.remove()
+    keep = (mask[0] == 0).expand(3, -1, -1)
+    noise = torch.randn((1, 3, SIZE_1, SIZE_1), generator=torch.Generator().manual_seed(3))
+    for unet_input, timestep in seen:
+        if inpainting == "clean":
+            expected = start[0]
+        else:
+            expected = stage_1_pipe.scheduler.add_noise(start, noise, torch.tensor([timestep]))[0]
+        assert (unet_input[keep] - expected[keep]).abs().max() <= 1e-6
+    assert torch.equal(result.images[0][keep], start[0][keep])
 
 
 def test_a_soft_mask_is_binarised_at_one_half(stage_1_pipe, two):
