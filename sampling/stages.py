@@ -345,8 +345,10 @@ def _denoise(
         if guide is not None:
             # Last, so that nothing after it moves the kept pixels.
             sample = guide.keep_outside_mask(sample)
-            predicted_clean = guide.keep_outside_mask(predicted_clean)
         if callback is not None:
+            if guide is not None:
+                # Only the preview reads the clean estimate: blend it only then.
+                predicted_clean = guide.keep_outside_mask(predicted_clean)
             info = StepInfo(index + 1, total, int(timestep), sample, predicted_clean)
             if callback(info):
                 raise SamplingCancelled(index + 1, total)
