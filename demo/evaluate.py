@@ -7,6 +7,8 @@
     .venv/bin/python demo/evaluate.py --compare-mtl --pairing flip:2:5 --anti-segregation-step 20
     .venv/bin/python demo/evaluate.py --from-picture   # illusions started from real 2s, one markdown table
     .venv/bin/python demo/evaluate.py --from-picture --picture examples/pictures/digit_two.png --strengths 0.7
+    .venv/bin/python demo/evaluate.py --ranking        # CLIP ranking of 8 candidates (the digits CLIP), one table
+    .venv/bin/python demo/evaluate.py --balancing      # Anagram-MTL's CLIP view balancing off / on, one table
 
 By default it prints
 
@@ -33,6 +35,20 @@ start pictures are held-out test-split 2s, a different one per seed (seed s star
 the s-th), so the result is not about one lucky picture; ``--picture`` uses one PNG for
 every seed instead.
 
+``--ranking`` and ``--balancing`` judge with a CLIP, the digits CLIP of ``demo/digits_clip.py`` by default
+(``--clip``; trained into ``.cache/digits-clip`` first if that folder is missing): a separate model from the
+grading classifier, so the classifier still grades what the CLIP picked or steered.
+
+With ``--ranking`` each seed s of 0..N-1 is one run of ``--candidates`` K candidates (the sampler's
+``num_candidates``; seed s's run draws candidates K*s .. K*s + K - 1, so no two runs share one). The CLIP
+scores each candidate (``sampling.illusion_scores``: the paper's alignment and concealment) and ranks them; the
+table says how often the classifier reads the illusion right for all candidates (what a random pick gets), for
+the top 1 and the top 2 by each ranking, and for the best candidate of a run (whether any one is right).
+
+With ``--balancing`` it samples every pairing without and with Anagram-MTL's noise-vector balancing
+(``sample_stage_1``'s ``balancing``: per-step view weights from the CLIP) and prints one table of success
+rates and the time per illusion.
+
 The model is loaded with the pack's own loading code (``load_if_stage``,
 ``load_t5``) and sampled with its own Stage I sampler, so this measures what a
 ComfyUI user gets. Seeds 0..N-1 run as the candidates of one batch (candidate
@@ -58,6 +74,7 @@ for folder in (DEMO, REPO / "tests"):
         sys.path.insert(0, str(folder))
 
 import digits  # noqa: E402
+import digits_clip  # noqa: E402
 from pack import import_submodule  # noqa: E402
 
 MODEL_DIR = DEMO / "IF-I-digits"
@@ -82,6 +99,9 @@ PAIRINGS = (
 FROM_PICTURE_PAIRING = ("flip", 2, 5)
 #: --from-picture's default strengths: the share of the schedule run from the noised start picture.
 STRENGTHS = (0.5, 0.7, 0.9)
+
+#: --ranking's candidates per run, as many as the demo workflow's sampler could be asked for.
+RANKING_CANDIDATES = 8
 
 #: Pairings whose view turns one digit into the other by itself: any good picture of the first digit
 #: is the illusion, so they say nothing about a sampler and stay out of --compare-mtl's mean.
@@ -127,6 +147,7 @@ def sample(
     reduction: str = "mean",
     rectify: bool = False,
     anti_segregation=None,
+    balancing_clip=None,
     start_image: torch.Tensor | None = None,
     strength: float = 1.0,
 ) -> torch.Tensor:
@@ -134,11 +155,17 @@ def sample(
 
     ``rectify`` and ``anti_segregation`` (a ``sampling.AntiSegregation``) are Anagram-MTL's options of
     ``sample_stage_1``; the prompts' concept words are their last words (the digit's word).
+    ``balancing_clip`` (a CLIP scorer) turns on MTL's noise-vector balancing against the prompts.
     ``start_image`` (1 or K model-space pictures) and ``strength`` start the run from a picture.
     """
     sampling = import_submodule("sampling")
     views = import_submodule("views")
     chain = [views.make_view(name) for name in view_names]
+    balancing = (
+        None
+        if balancing_clip is None
+        else import_submodule("sampling.balancing").ViewBalancing(balancing_clip, prompts)
+    )
     result = sampling.sample_stage_1(
         model.unet,
         model.scheduler,
@@ -151,6 +178,7 @@ def sample(
         reduction=reduction,
         rectify=rectify,
         anti_segregation=anti_segregation,
+        balancing=balancing,
         start_image=start_image,
         strength=strength,
     )
@@ -248,10 +276,9 @@ def mtl_variants(anti_segregation) -> dict[str, dict]:
     }
 
 
-def compare_mtl(model, classifier, pairings, anti_segregation, *, seeds: int, steps: int, guidance: float, save=None):
-    """Print one markdown table: each pairing's illusion success under each variant of :func:`mtl_variants`,
-    the mean over the non-trivial pairings and each variant's wall time. Progress goes to stderr."""
-    variants = mtl_variants(anti_segregation)
+def run_variants(model, classifier, pairings, variants, *, seeds: int, steps: int, guidance: float, save=None):
+    """Sample every pairing under every sampler variant ({title: :func:`sample`'s options}): the success rates
+    ({title: [rate per pairing]}) and the wall time of each variant in seconds."""
     success = {name: [] for name in variants}
     seconds = dict.fromkeys(variants, 0.0)
     for pairing in pairings:
@@ -261,25 +288,144 @@ def compare_mtl(model, classifier, pairings, anti_segregation, *, seeds: int, st
             )
             seconds[name] += elapsed
             success[name].append(rate)
+    return success, seconds
 
-    print(
-        f"\nIllusion success (% of {seeds} seeds read right in both views), {steps} steps, guidance {guidance}; "
-        f"anti-segregation: step size {anti_segregation.step_size:g} after the first {anti_segregation.steps} steps\n"
-    )
-    print(table_row("pairing", variants))
-    print(table_row("---", ["---:"] * len(variants)))
+
+def print_variant_table(pairings, success: dict[str, list[float]], last_row: tuple[str, list[str]]) -> None:
+    """One markdown table: a row per pairing and a column per variant, the mean over the non-trivial pairings,
+    then ``last_row`` (title, cells)."""
+    print(table_row("pairing", success))
+    print(table_row("---", ["---:"] * len(success)))
     for index, pairing in enumerate(pairings):
         label = pairing_label(*pairing) + (" (trivial)" if pairing in TRIVIAL else "")
-        print(table_row(label, (f"{success[name][index]:.0%}" for name in variants)))
+        print(table_row(label, (f"{rates[index]:.0%}" for rates in success.values())))
     counted = [index for index, pairing in enumerate(pairings) if pairing not in TRIVIAL]
     if counted:
         print(
             table_row(
                 "**mean over the non-trivial pairings**",
-                (f"**{np.mean([success[name][i] for i in counted]):.0%}**" for name in variants),
+                (f"**{np.mean([rates[i] for i in counted]):.0%}**" for rates in success.values()),
             )
         )
-    print(table_row("wall time", (f"{seconds[name]:.0f} s" for name in variants)))
+    print(table_row(*last_row))
+
+
+def compare_mtl(model, classifier, pairings, anti_segregation, *, seeds: int, steps: int, guidance: float, save=None):
+    """Print one markdown table: each pairing's illusion success under each variant of :func:`mtl_variants`,
+    the mean over the non-trivial pairings and each variant's wall time. Progress goes to stderr."""
+    success, seconds = run_variants(
+        model,
+        classifier,
+        pairings,
+        mtl_variants(anti_segregation),
+        seeds=seeds,
+        steps=steps,
+        guidance=guidance,
+        save=save,
+    )
+    print(
+        f"\nIllusion success (% of {seeds} seeds read right in both views), {steps} steps, guidance {guidance}; "
+        f"anti-segregation: step size {anti_segregation.step_size:g} after the first {anti_segregation.steps} steps\n"
+    )
+    print_variant_table(pairings, success, ("wall time", [f"{value:.0f} s" for value in seconds.values()]))
+
+
+def compare_balancing(model, classifier, scorer, pairings, *, seeds: int, steps: int, guidance: float, save=None):
+    """Print one markdown table: each pairing's illusion success without and with Anagram-MTL's noise-vector
+    balancing by ``scorer`` (a CLIP), the mean over the non-trivial pairings and the time per illusion.
+    Progress goes to stderr."""
+    variants = {"balancing off": {}, "balancing on": {"balancing_clip": scorer}}
+    success, seconds = run_variants(
+        model, classifier, pairings, variants, seeds=seeds, steps=steps, guidance=guidance, save=save
+    )
+    print(
+        f"\nIllusion success (% of {seeds} seeds read right in both views), {steps} steps, guidance {guidance}, "
+        f"reduction mean; balancing by the CLIP {scorer_name(scorer)}\n"
+    )
+    per_illusion = [f"{value / (seeds * len(pairings)):.2f} s" for value in seconds.values()]
+    print_variant_table(pairings, success, ("time per illusion", per_illusion))
+
+
+def scorer_name(scorer) -> str:
+    return str(getattr(scorer, "source", type(scorer).__name__))
+
+
+def ranked_success(scorer, images: torch.Tensor, right: np.ndarray, view: str, prompts: list[str], *, candidates: int):
+    """How often the classifier reads the illusion right among the candidates a CLIP ranking picks.
+
+    ``images`` (R * K, 3, 64, 64) are R runs of K = ``candidates`` candidates, run after run; ``right`` (R * K,)
+    whether each reads right in both views. Returns {column title: share}: all candidates (a random pick), the
+    top 1 and the top 2 of each run by each of ``rank_candidates``' orders, and the best of each run; and the
+    index in ``images`` of each run's top 1 by "both".
+    """
+    scores = import_submodule("sampling.illusion_scores")
+    views = import_submodule("views")
+    chain = [views.make_view("identity"), views.make_view(view)]
+    runs = len(images) // candidates
+    picked: dict[str, list[float]] = {}
+    top_by_both = []
+    for run in range(runs):
+        group = slice(run * candidates, (run + 1) * candidates)
+        judged = scores.score_illusions(scorer, images[group], chain, prompts)
+        orders = {by: scores.rank_candidates(judged, by=by) for by in scores.RANK_BY}
+        for top in (1, 2):
+            for by, order in orders.items():
+                picked.setdefault(f"top {top} by {by}", []).extend(right[group][order[:top]])
+        top_by_both.append(run * candidates + orders["both"][0])
+    shares = {
+        "all candidates": float(right.mean()),
+        **{title: float(np.mean(values)) for title, values in picked.items()},
+        f"best of {candidates}": float(right.reshape(runs, candidates).any(1).mean()),
+    }
+    return shares, top_by_both
+
+
+def compare_ranking(
+    model, classifier, scorer, pairings, *, seeds: int, candidates: int, steps: int, guidance: float, save=None
+):
+    """Print one markdown table: for each pairing, ``seeds`` runs of ``candidates`` candidates (run s: the
+    sampler's seed ``s * candidates``), the illusion success of :func:`ranked_success`'s picks, and the mean over
+    the non-trivial pairings. Progress goes to stderr; ``save`` gets each run's top candidate by "both"."""
+    rows, counted, sampling_seconds, scoring_seconds = [], [], 0.0, 0.0
+    for pairing in pairings:
+        view, first, second = pairing
+        prompts = [digits.prompt(first), digits.prompt(second)]
+        started = time.perf_counter()
+        # One batch: candidate k of the batch is the single run with seed k, so the batch is the runs one after
+        # another (run s holds seeds s * K .. s * K + K - 1).
+        images = sample(model, ["identity", view], prompts, seeds=seeds * candidates, steps=steps, guidance=guidance)
+        sampled = time.perf_counter()
+        right = (read_views(classifier, images, ["identity", view]) == np.array([first, second])).all(1)
+        shares, top_by_both = ranked_success(scorer, images, right, view, prompts, candidates=candidates)
+        sampling_seconds += sampled - started
+        scoring_seconds += time.perf_counter() - sampled
+        print(
+            f"{pairing_label(*pairing)}: all {shares['all candidates']:.0%}, "
+            f"top 1 by both {shares['top 1 by both']:.0%} in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        if save:
+            save_illusions(images[top_by_both], view, save / f"ranked_{view}_{first}_{second}.png")
+        rows.append((pairing, shares))
+        if pairing not in TRIVIAL:
+            counted.append(shares)
+
+    columns = list(rows[0][1])
+    print(
+        f"\nIllusion success (% read right in both views) of the candidates a CLIP ranking picks: {seeds} runs "
+        f"(seeds 0..{seeds - 1}) of {candidates} candidates each, {steps} steps, guidance {guidance}; "
+        f"CLIP {scorer_name(scorer)}\n"
+    )
+    print(table_row("pairing", columns))
+    print(table_row("---", ["---:"] * len(columns)))
+    for pairing, shares in rows:
+        label = pairing_label(*pairing) + (" (trivial)" if pairing in TRIVIAL else "")
+        print(table_row(label, (f"{shares[column]:.0%}" for column in columns)))
+    if counted:
+        means = (f"**{np.mean([shares[column] for shares in counted]):.0%}**" for column in columns)
+        print(table_row("**mean over the non-trivial pairings**", means))
+    print(f"\nsampling {sampling_seconds:.0f} s, CLIP scoring {scoring_seconds:.1f} s")
 
 
 def real_digits(digit: int, count: int) -> torch.Tensor:
@@ -377,6 +523,16 @@ def compare_from_picture(
     print("\n".join(rows))
 
 
+def load_judge(folder: Path):
+    """The CLIP --ranking and --balancing judge with (``load_clip``); the digits CLIP is trained into ``folder``
+    first when the folder does not exist."""
+    if not folder.exists():
+        print(f"no CLIP in {folder}: training the digits CLIP there first (demo/digits_clip.py)", flush=True)
+        summary = digits_clip.train(folder, log=lambda line: print(line, file=sys.stderr, flush=True))
+        print(f"trained the digits CLIP in {summary['seconds']:.0f} s", flush=True)
+    return import_submodule("sampling.clip_models").load_clip(folder, device="cpu")
+
+
 def variance_override(unet, mode: str):
     """Force the learned-range variance channels to -1 ("small") or +1 ("large"); returns the hook handle."""
     value = {"small": -1.0, "large": 1.0}[mode]
@@ -432,6 +588,23 @@ def main(argv=None) -> int:
         type=Path,
         help="--from-picture: start every seed from this 64x64 PNG instead (e.g. examples/pictures/digit_two.png)",
     )
+    parser.add_argument(
+        "--ranking",
+        action="store_true",
+        help="rank --candidates candidates per seed with a CLIP and grade the picks with the classifier (one table)",
+    )
+    parser.add_argument(
+        "--balancing",
+        action="store_true",
+        help="the illusions without and with Anagram-MTL's noise-vector balancing by a CLIP (one table)",
+    )
+    parser.add_argument(
+        "--clip",
+        type=Path,
+        help=f"--ranking / --balancing: the judging CLIP's folder (default {digits_clip.DEFAULT_OUTPUT}, the digits "
+        "CLIP, trained there first when missing)",
+    )
+    parser.add_argument("--candidates", type=int, help=f"--ranking: candidates per seed (default {RANKING_CANDIDATES})")
     parser.add_argument("--save", type=Path, help="write sample grids (PNG) into this folder")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -443,6 +616,16 @@ def main(argv=None) -> int:
         parser.error("--strengths / --picture only apply with --from-picture")
     if args.from_picture and (args.compare_mtl or args.pairing):
         parser.error(f"--from-picture measures the one pairing {FROM_PICTURE_PAIRING}: no --compare-mtl / --pairing")
+    judged = args.ranking or args.balancing
+    if args.clip and not judged:
+        parser.error("--clip only applies with --ranking or --balancing")
+    if args.candidates is not None and not args.ranking:
+        parser.error("--candidates only applies with --ranking")
+    if judged and (args.ranking + args.balancing + args.compare_mtl + args.from_picture) > 1:
+        parser.error("--ranking, --balancing, --compare-mtl and --from-picture each print their own table: pick one")
+    candidates = RANKING_CANDIDATES if args.candidates is None else args.candidates
+    if candidates < 2:
+        parser.error(f"--candidates must be at least 2 to rank, got {candidates}")
     strengths = args.strengths or STRENGTHS
     if not all(0 <= strength <= 1 for strength in strengths):
         parser.error(f"--strengths must lie in [0, 1], got {strengths}")
@@ -482,6 +665,18 @@ def main(argv=None) -> int:
             guidance=args.guidance,
             save=args.save,
         )
+        print(f"\ndone in {time.time() - started:.0f} s")
+        return 0
+
+    if judged:
+        scorer = load_judge(args.clip or digits_clip.DEFAULT_OUTPUT)
+        accuracy = (digits_clip.zero_shot(scorer, digits.to_model(split.test_images)) == split.test_labels).mean()
+        print(f"CLIP: {scorer.source}: zero-shot {accuracy:.1%} of the held-out real digits")
+        options = {"seeds": args.seeds, "steps": args.steps, "guidance": args.guidance, "save": args.save}
+        if args.ranking:
+            compare_ranking(model, classifier, scorer, pairings, candidates=candidates, **options)
+        else:
+            compare_balancing(model, classifier, scorer, pairings, **options)
         print(f"\ndone in {time.time() - started:.0f} s")
         return 0
 

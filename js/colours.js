@@ -1,12 +1,14 @@
 // Link and slot colours for the pack's own socket types, in the spirit of ComfyUI's default
-// palette: the IF stage models in MODEL's lavender family, the T5 encoder near CLIP's yellow,
-// prompts and views in CONDITIONING's orange family. Core types and node colours are left alone.
+// palette: the IF stage models in MODEL's lavender family, the T5 encoder and the scoring CLIP
+// near CLIP's yellow, prompts and views in CONDITIONING's orange family. Core types and node
+// colours are left alone.
 
 export const SOCKET_COLOURS = {
   VA_IF_STAGE_I: "#9575CD",
   VA_IF_STAGE_II: "#BA68C8",
   VA_IF_STAGE_III: "#7986CB",
   VA_T5_ENCODER: "#FFE57F",
+  VA_CLIP: "#FFD54F",
   VA_PROMPTS: "#FF8A65",
   VA_VIEWS: "#FFB74D",
 };

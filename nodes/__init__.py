@@ -3,12 +3,14 @@ the maths lives in ``sampling`` and ``views``."""
 
 from comfy_api.latest import ComfyExtension, io
 
+from .clip_loader import LoadCLIP
 from .example_pictures import install_example_pictures
 from .loaders import LoadStageI, LoadStageII, LoadStageIII, LoadTextEncoder
 from .preview import ViewPreview
 from .prompt_guard import install_prompt_guard
 from .prompts import AnagramPromptEncoder
 from .samplers import AnagramStageI, AnagramStageII
+from .scoring import IllusionScore
 from .upscale import NaiveStageIII
 from .views import VIEW_NODES
 
@@ -18,10 +20,12 @@ NODE_CLASSES: list[type[io.ComfyNode]] = [
     LoadStageII,
     LoadStageIII,
     LoadTextEncoder,
+    LoadCLIP,
     AnagramPromptEncoder,
     *VIEW_NODES,
     AnagramStageI,
     AnagramStageII,
+    IllusionScore,
     NaiveStageIII,
     ViewPreview,
 ]

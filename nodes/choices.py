@@ -14,6 +14,7 @@ lists) are left to it; linked inputs are left to the link.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 from comfy_api.latest import io
@@ -69,3 +70,9 @@ def unknown_choices(node_cls: type[io.ComfyNode], inputs: dict[str, Any]) -> lis
             }
         )
     return errors
+
+
+def check_choice(label: str, input_name: str, value: object, options: Sequence[str]) -> None:
+    """ComfyUI does not check V3 combo values against their options: a node checks its own."""
+    if value not in options:
+        raise ValueError(f"{label}: {input_name} {value!r} is not one of {', '.join(options)}: pick one of those")

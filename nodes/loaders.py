@@ -19,7 +19,7 @@ exception type and stop a Hub download when the prompt is cancelled.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import comfy.model_management as mm
@@ -39,6 +39,7 @@ from ..sampling.loading import (
     release,
 )
 from ..sampling.text import PRECISIONS, load_t5, release_t5
+from .choices import check_choice
 from .comfy_rules import (
     AUTO,
     auto_text_encoder_precision,
@@ -56,13 +57,7 @@ from .types import CATEGORY, StageIIIModel, StageIIModel, StageIModel, TextEncod
 logger = logging.getLogger(__name__)
 
 
-def _check_choice(label: str, input_name: str, value: object, options: Sequence[str]) -> None:
-    """ComfyUI does not check V3 combo values against their options: a node checks its own."""
-    if value not in options:
-        raise ValueError(f"{label}: {input_name} {value!r} is not one of {', '.join(options)}: pick one of those")
-
-
-def _loading(label: str, what: str, fix: str, load: Callable[[], Any]) -> Any:
+def load_for_node(label: str, what: str, fix: str, load: Callable[[], Any]) -> Any:
     """Run ``load`` the way a node must: its errors named after the node, out-of-memory recognised the way
     ComfyUI recognises it, and a cancelled prompt reported as ComfyUI's own interruption."""
     try:
@@ -94,7 +89,7 @@ def _load_stage(label: str, stage: int, model: str, source: str, dtype: str, off
         mm.soft_empty_cache()
 
     def load():
-        loaded = _loading(
+        loaded = load_for_node(
             label,
             f"model '{model}'",
             "pick offload 'model' (or 'sequential'), fp16, or a smaller model",
@@ -164,8 +159,8 @@ def _stage_loader(stage: int, node_id: str, title: str, socket, hub_ids: tuple[s
         @classmethod
         def execute(cls, model, dtype, offload) -> io.NodeOutput:
             label = node_label(cls)
-            _check_choice(label, "dtype", dtype, DTYPES)
-            _check_choice(label, "offload", offload, (AUTO, *OFFLOADS))
+            check_choice(label, "dtype", dtype, DTYPES)
+            check_choice(label, "offload", offload, (AUTO, *OFFLOADS))
             source = model_source(label, "model", model, **names)
             return io.NodeOutput(_load_stage(label, stage, model, source, dtype, offload))
 
@@ -250,8 +245,8 @@ class LoadTextEncoder(io.ComfyNode):
     @classmethod
     def execute(cls, encoder, precision, device) -> io.NodeOutput:
         label = node_label(cls)
-        _check_choice(label, "precision", precision, (AUTO, *PRECISIONS))
-        _check_choice(label, "device", device, T5_DEVICES)
+        check_choice(label, "precision", precision, (AUTO, *PRECISIONS))
+        check_choice(label, "device", device, T5_DEVICES)
         source = model_source(label, "encoder", encoder, **T5_NAMES)
         torch_device = mm.get_torch_device()
         keep_on_cpu = device == "cpu" or torch_device.type == "cpu"
@@ -259,7 +254,7 @@ class LoadTextEncoder(io.ComfyNode):
             precision = auto_text_encoder_precision(torch.device("cpu") if keep_on_cpu else torch_device)
 
         def load():
-            t5 = _loading(
+            t5 = load_for_node(
                 label,
                 f"encoder '{encoder}'",
                 "pick 8bit or 4bit, or device 'cpu'",

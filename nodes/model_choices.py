@@ -15,6 +15,7 @@ import folder_paths
 from ..sampling.if_models import EMBEDDED_MODELS
 from .model_lists import (
     FolderCheck,
+    clip_folder_check,
     is_plain_name,
     list_model_folders,
     listed_folder,
@@ -29,8 +30,11 @@ T5_SOURCES: ModelSources = (
     ("text_encoders", text_encoder_folder_check("tokenizer")),
     ("diffusers", text_encoder_folder_check("text_encoder")),
 )
+#: ComfyUI's "clip" folder type is its text_encoders (models/text_encoders and models/clip).
+CLIP_SOURCES: ModelSources = (("clip_vision", clip_folder_check()), ("clip", clip_folder_check()))
 DIFFUSERS_WHERE = "ComfyUI/models/diffusers/<folder>"
 T5_WHERE = "ComfyUI/models/text_encoders/<folder> (or an IF-I folder in ComfyUI/models/diffusers)"
+CLIP_WHERE = "ComfyUI/models/clip_vision/<folder> (or models/clip, models/text_encoders)"
 
 
 def embedded_models() -> list[str]:

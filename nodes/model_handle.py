@@ -49,6 +49,9 @@ class ModelHandle:
 
     def get(self) -> Any:
         """The model, on ComfyUI's device and ready to run."""
+        return get_together(self)[0]
+
+    def _loaded(self) -> Any:
         if self._model is None:
             self._model = self._load()
             if self._managed_modules is not None:
@@ -57,9 +60,6 @@ class ModelHandle:
                     load_device=mm.get_torch_device(),
                     offload_device=mm.unet_offload_device(),
                 )
-        if self._patcher is not None:
-            # Full loads only: these are plain torch modules, which ComfyUI cannot stream in low-VRAM mode.
-            mm.load_models_gpu([self._patcher], force_full_load=True)
         return self._model
 
     def release(self) -> None:
@@ -74,6 +74,17 @@ class ModelHandle:
         self._unload(self._model)
         self._model = None
         mm.soft_empty_cache()
+
+
+def get_together(*handles: ModelHandle) -> list[Any]:
+    """The models of ``handles``, on ComfyUI's device in one request: making room for one of them never
+    offloads another that the same node is about to run (a sampler's UNet and its balancing CLIP)."""
+    models = [handle._loaded() for handle in handles]
+    patchers = [handle._patcher for handle in handles if handle._patcher is not None]
+    if patchers:
+        # Full loads only: these are plain torch modules, which ComfyUI cannot stream in low-VRAM mode.
+        mm.load_models_gpu(patchers, force_full_load=True)
+    return models
 
 
 def pipeline_modules(loaded) -> dict[str, torch.nn.Module]:

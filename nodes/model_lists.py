@@ -1,7 +1,8 @@
 """Which model folders the loaders list, and the only names they load.
 
-A loader lists the folders inside ComfyUI's model folders (``models/diffusers``, ``models/text_encoders`` and
-any ``extra_model_paths.yaml`` roots) that hold a model of its kind, and loads nothing else from disk:
+A loader lists the folders inside ComfyUI's model folders (``models/diffusers``, ``models/text_encoders``,
+``models/clip_vision`` and any ``extra_model_paths.yaml`` roots) that hold a model of its kind, and loads nothing
+else from disk:
 
 * **Bounded listing.** A model folder is a direct child of a root (``IF-I-XL-v1.0``) or one level deeper, for
   the ``owner/name`` layout ``huggingface-cli download --local-dir models/diffusers/DeepFloyd/IF-I-XL-v1.0``
@@ -28,6 +29,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..sampling.clip_models import is_clip_folder
+from ..sampling.glide_clip import is_glide_clip_folder
 from ..sampling.loading import ModelLoadError, detect_stage, read_json_object
 from ..sampling.model_errors import MAX_QUOTED_CHARS
 
@@ -78,6 +81,21 @@ def text_encoder_folder_check(marker: str) -> FolderCheck:
         return True
 
     return holds_text_encoder
+
+
+@functools.cache
+def clip_folder_check() -> FolderCheck:
+    """Folders holding a CLIP the scoring nodes load: a transformers CLIP (its config.json says ``model_type``
+    "clip"), or GLIDE's noise-aware CLIP (its two encoders and its vocabulary). Both towers are needed, so a
+    CLIP vision encoder alone (ComfyUI's usual clip_vision model) is not listed."""
+
+    def holds_clip(folder: Path) -> bool:
+        if is_glide_clip_folder(folder):
+            return True
+        _check_json_objects(folder / "config.json")
+        return is_clip_folder(folder)
+
+    return holds_clip
 
 
 def _check_json_objects(*paths: Path) -> None:

@@ -60,7 +60,7 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _caption_strip(text: str, width: int) -> torch.Tensor:
+def caption_strip(text: str, width: int) -> torch.Tensor:
     """White strip with ``text`` wrapped to ``width`` px, as (H, W, 3) in [0, 1]."""
     font_size = max(10, width // 18)
     line_height = font_size + 4
@@ -163,7 +163,7 @@ class ViewPreview(io.ComfyNode):
     @staticmethod
     def _grid(pixels: torch.Tensor, views, prompts) -> torch.Tensor:
         size = pixels.shape[-1]
-        captions = [_caption_strip(text, size) for text in _captions(views, prompts)]
+        captions = [caption_strip(text, size) for text in _captions(views, prompts)]
         rows = []
         for picture in pixels:
             cells = [

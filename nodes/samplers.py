@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import comfy.model_management
 import comfy.utils
@@ -21,15 +22,17 @@ from ..sampling import (
     sample_stage_1,
     sample_stage_2,
 )
+from ..sampling.balancing import ViewBalancing
 from ..sampling.inputs import MAX_VIEWS, check_low_res_image
 from ..sampling.pictures import INPAINTING_MODES
 from ..sampling.stages import stage_1_generators_after
 from .comfy_rules import out_of_memory, out_of_memory_errors
 from .images import check_image, to_comfy_image, to_model_space
 from .labels import node_label
+from .model_handle import get_together
 from .pictures import StagePictures
 from .sockets import check_sockets
-from .types import CATEGORY, Prompts, StageIIModel, StageIModel, Views, view_weights
+from .types import CATEGORY, ClipScorer, Prompts, StageIIModel, StageIModel, Views, view_weights
 
 STEP_COUNT = "steps"  # the schedule choice that uses the steps widget
 PREVIEW_SIZE = 512
@@ -72,6 +75,18 @@ ANTI_SEGREGATION_TOOLTIP = (
     "own. Costs about one more UNet call with a backward pass per early step and per candidate. Permutation views "
     "only (flips, rotations, jigsaw, ...)."
 )
+BALANCE_VIEWS_TOOLTIP = (
+    "Anagram-MTL's noise-vector balancing: at every step CLIP measures how well each view already shows its "
+    "prompt (S_ii), and the views' noise estimates are mixed with weights proportional to S_ii^-(1 + step / "
+    "steps), so the weaker view pulls harder instead of fading. Needs a CLIP in balancing_clip: GLIDE's "
+    "noise-aware CLIP scores the noisy sample at its timestep, as Anagram-MTL does; a standard CLIP scores the "
+    "step's clean estimate. Costs one CLIP pass per view and candidate per step. Needs reduction mean. Off: the "
+    "plain mix, exactly as without this option (a CLIP linked to balancing_clip is then not used)."
+)
+BALANCING_CLIP_TOOLTIP = (
+    "From the CLIP Loader (illusion scoring): the CLIP balance_views scores the views with. Not used while "
+    "balance_views is off."
+)
 MTL_DEFAULTS = AntiSegregation()
 
 # diffusers' defaults: IFImg2ImgPipeline's for Stage I, IFImg2ImgSuperResolutionPipeline's for Stage II.
@@ -82,6 +97,30 @@ SPLIT_VIEWS = "low / high pass, triple bands, grayscale / colour, motion blur / 
 
 def _rectify_input() -> io.Boolean.Input:
     return io.Boolean.Input("rectify", default=False, optional=True, tooltip=RECTIFY_TOOLTIP)
+
+
+def _balancing_inputs() -> list[io.Input]:
+    return [
+        io.Boolean.Input("balance_views", default=False, optional=True, tooltip=BALANCE_VIEWS_TOOLTIP),
+        ClipScorer.Input("balancing_clip", optional=True, tooltip=BALANCING_CLIP_TOOLTIP),
+    ]
+
+
+def _model_and_balancing(
+    node_cls: type[io.ComfyNode], model, balance_views: bool, balancing_clip, prompts
+) -> tuple[Any, ViewBalancing | None]:
+    """The loaded model and the balancing option for the core sampler (None when off: the plain mix, bit for
+    bit). With balancing, the UNet and the CLIP go onto the device in one request, so neither evicts the other."""
+    if not balance_views:
+        return model.get(), None
+    if balancing_clip is None:
+        raise ValueError(
+            f"{node_label(node_cls)}: balance_views needs a CLIP: connect a CLIP Loader (illusion scoring) to "
+            "balancing_clip, or turn balance_views off."
+        )
+    loaded, scorer = get_together(model, balancing_clip)
+    # The prompts as the sampler reads them (style included), one per view.
+    return loaded, ViewBalancing(scorer, prompts.texts)
 
 
 def _anti_segregation_inputs() -> list[io.Input]:
@@ -309,6 +348,9 @@ class AnagramStageI(io.ComfyNode):
                     pipeline="IFImg2ImgPipeline's",
                     size=("candidates", "Stage I's size (64 px for IF)"),
                 ),
+                # Last, after the older widgets: the canvas stores widget values by position, so a widget
+                # inserted before them would shift the values of every workflow saved before it.
+                *_balancing_inputs(),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The 64 px illusions, one per candidate.")],
         )
@@ -332,6 +374,8 @@ class AnagramStageI(io.ComfyNode):
         reference_image=None,
         reference_view=1,
         project_reference=True,
+        balance_views=False,
+        balancing_clip=None,
         **sampling_inputs,
     ) -> io.NodeOutput:
         check_sockets(
@@ -342,6 +386,7 @@ class AnagramStageI(io.ComfyNode):
             start_image=start_image,
             mask=mask,
             reference_image=reference_image,
+            balancing_clip=balancing_clip,
         )
         settings = None
         if anti_segregation:
@@ -362,7 +407,7 @@ class AnagramStageI(io.ComfyNode):
             project_reference=project_reference,
         )
         with _readable_errors(node_label(cls)):
-            loaded = model.get()
+            loaded, balancing = _model_and_balancing(cls, model, balance_views, balancing_clip, prompts)
             images = _run(
                 sample_stage_1,
                 loaded,
@@ -370,6 +415,7 @@ class AnagramStageI(io.ComfyNode):
                 views=views,
                 num_candidates=candidates,
                 rectify=rectify,
+                balancing=balancing,
                 anti_segregation=settings,
                 **pictures.core_inputs("Stage I", loaded.pipeline.unet.config.sample_size),
                 **sampling_inputs,
@@ -446,6 +492,8 @@ class AnagramStageII(io.ComfyNode):
                     tooltip="'continue Stage I' only: on if Stage I ran with a reference image (which draws noise "
                     "before every step).",
                 ),
+                # Last, for the reason given at Stage I.
+                *_balancing_inputs(),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The 256 px illusions, one per input image.")],
         )
@@ -472,6 +520,8 @@ class AnagramStageII(io.ComfyNode):
         project_reference=True,
         stage_1_strength=1.0,
         stage_1_reference=False,
+        balance_views=False,
+        balancing_clip=None,
         **sampling_inputs,
     ) -> io.NodeOutput:
         label = node_label(cls)
@@ -484,6 +534,7 @@ class AnagramStageII(io.ComfyNode):
             start_image=start_image,
             mask=mask,
             reference_image=reference_image,
+            balancing_clip=balancing_clip,
         )
         check_image(cls, "image", image, square=False)
         with _readable_errors(label):
@@ -503,7 +554,7 @@ class AnagramStageII(io.ComfyNode):
                 reference_view=reference_view,
                 project_reference=project_reference,
             )
-            loaded = model.get()
+            loaded, balancing = _model_and_balancing(cls, model, balance_views, balancing_clip, prompts)
             expected = loaded.pipeline.unet.config.sample_size // 4  # IF's Stage II upsamples 4x
             if low_res.shape[-1] != expected or low_res.shape[-2] != expected:
                 # Any picture can be refined; say so, because the illusion's views were drawn at Stage I's size.
@@ -544,6 +595,7 @@ class AnagramStageII(io.ComfyNode):
                 image=low_res.clamp(-1, 1),
                 noise_level=noise_level,
                 rectify=rectify,
+                balancing=balancing,
                 **pictures.core_inputs("Stage II", loaded.pipeline.unet.config.sample_size),
                 **sampling_inputs,
             )

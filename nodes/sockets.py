@@ -19,12 +19,12 @@ from typing import Any
 from comfy_api.latest import io
 
 from .labels import node_label
-from .types import Prompts, StageIIIModel, StageIIModel, StageIModel, TextEncoder, Views
+from .types import ClipScorer, Prompts, StageIIIModel, StageIIModel, StageIModel, TextEncoder, Views
 
 #: The socket types checked: the pack's own types, IMAGE and MASK.
 SOCKET_TYPES = frozenset(
     str(kind.io_type)
-    for kind in (StageIModel, StageIIModel, StageIIIModel, TextEncoder, Views, Prompts, io.Image, io.Mask)
+    for kind in (StageIModel, StageIIModel, StageIIIModel, TextEncoder, ClipScorer, Views, Prompts, io.Image, io.Mask)
 )
 
 #: What JSON can carry: anything else came through a link.

@@ -20,6 +20,7 @@ StageIIIModel = io.Custom("VA_IF_STAGE_III")
 TextEncoder = io.Custom("VA_T5_ENCODER")
 Views = io.Custom("VA_VIEWS")  # a ViewChain: the views in prompt order, with their weights
 Prompts = io.Custom("VA_PROMPTS")  # EncodedPrompts
+ClipScorer = io.Custom("VA_CLIP")  # a ModelHandle of a CLIP scorer (the interface of sampling/clip_models.py)
 
 
 class ViewChain(tuple):

@@ -36,6 +36,7 @@ class RunChecks:
     view_weights: Sequence[float] | None
     max_batch_size: int | None
     rectify: bool = False
+    balancing: object | None = None  # a balancing.ViewBalancing
 
     def __post_init__(self):
         self._check_views()
@@ -49,6 +50,8 @@ class RunChecks:
                 "does not average them (factorized views' 'sum' is unit-variance by construction). Use reduction "
                 "'mean' or turn rectify off",
             )
+        if self.balancing is not None:
+            self.balancing.check(len(self.views), self.reduction)
 
     def check_anti_segregation(self, settings, size: int) -> None:
         """Anti-segregation's inputs beyond its settings (``settings.check()``): concept words, and

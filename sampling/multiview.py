@@ -67,6 +67,7 @@ class MultiViewDenoiser:
         device: torch.device,
         dtype: torch.dtype,
         rectify: bool = False,
+        balancing=None,
         condition: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
     ):
@@ -100,6 +101,7 @@ class MultiViewDenoiser:
         )
         self._class_labels = class_labels
         self._unet_input: torch.Tensor | None = None
+        self.balancing = balancing  # a BoundBalancing (MTL's per-step view weights) or None
 
     # -- one step ---------------------------------------------------------------------------
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, step_index: int) -> torch.Tensor:
@@ -111,6 +113,8 @@ class MultiViewDenoiser:
             active = list(range(self.num_views))
         guided = self._guided_estimates(sample, timestep, active)  # (len(active), K, C_out, H, W)
         inverted = torch.stack([self.views[n].inverse(estimate) for n, estimate in zip(active, guided, strict=True)])
+        if self.balancing is not None:
+            return self._reduce(inverted, self.balancing.weights(sample, inverted, timestep, step_index))
         return self._reduce(inverted)
 
     def _guided_estimates(self, sample: torch.Tensor, timestep: torch.Tensor, active: list[int]) -> torch.Tensor:
@@ -168,12 +172,17 @@ class MultiViewDenoiser:
         ]
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
-    def _reduce(self, inverted: torch.Tensor) -> torch.Tensor:
-        """Combine per-view estimates (V, K, C_out, H, W) into one (K, C_out, H, W)."""
+    def _reduce(self, inverted: torch.Tensor, balanced: torch.Tensor | None = None) -> torch.Tensor:
+        """Combine per-view estimates (V, K, C_out, H, W) into one (K, C_out, H, W); ``balanced`` (V, K) are
+        this step's balancing weights (each candidate's sum to 1), used instead of the fixed ones."""
         if self.reduction == "alternate":
             return inverted[0]
         noise, variance = inverted[:, :, :NOISE_CHANNELS], inverted[:, :, NOISE_CHANNELS:]
-        if self._rectify_weights is not None:
+        if balanced is not None:
+            per_view = balanced.view(*balanced.shape, 1, 1, 1)
+            noise = rectified_mean(noise, balanced) if self._rectify_weights is not None else (noise * per_view).sum(0)
+            variance = (variance * per_view).sum(0)
+        elif self._rectify_weights is not None:
             noise = rectified_mean(noise, self._rectify_weights)
             variance = (variance * self._rectify_weights.view(-1, 1, 1, 1, 1)).sum(0)
         elif self.weights is None:

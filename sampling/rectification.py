@@ -28,14 +28,16 @@ def rectified_mean(noise: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """MTL's rectified combination of per-view noise estimates.
 
     ``noise`` is (V, K, C, H, W): V views' estimates for K images, already guided and mapped
-    back through each view's inverse. ``weights`` (V,) sum to 1. Returns (K, C, H, W):
-    ``sum_i (weights_i * c_k) noise_i[k]``, with ``c_k`` the rectification factor of image k
-    (applied to the weights first, as MTL does, so the sums round as MTL's).
+    back through each view's inverse. ``weights`` (V,) sum to 1, or (V, K) per image (balancing), each
+    image's summing to 1. Returns (K, C, H, W): ``sum_i (weights_i * c_k) noise_i[k]``, with ``c_k`` the
+    rectification factor of image k (applied to the weights first, as MTL does, so the sums round as MTL's).
     """
     views = noise.shape[0]
     # fp32 at least: correlations of fp16 / bf16 estimates lose too much in the sums.
     work = torch.promote_types(noise.dtype, torch.float32)
     alpha = weights.to(work)
+    if alpha.dim() == 1:
+        alpha = alpha[:, None].expand(views, noise.shape[1])  # (V, K): the same weights for every image
     # s^2 summed in MTL's order (each view's alpha^2, then its pairs), so it rounds as MTL's does.
     variance = torch.zeros(noise.shape[1], device=noise.device, dtype=work)  # (K,)
     for i in range(views):
@@ -45,5 +47,5 @@ def rectified_mean(noise: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
             rho = (noise[i].to(work) * noise[j].to(work)).flatten(1).mean(1)
             variance += 2 * rho * alpha[i] * alpha[j]
     gain = 1 / variance.clamp_min(MIN_COMBINED_VARIANCE) ** 0.5  # (K,)
-    scaled = (alpha[:, None] * gain[None, :]).to(noise.dtype)  # (V, K)
+    scaled = (alpha * gain[None, :]).to(noise.dtype)  # (V, K)
     return (noise * scaled.view(*scaled.shape, *([1] * (noise.dim() - 2)))).sum(0)

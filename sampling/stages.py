@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
 from .anti_segregation import AntiSegregation, AntiSegregationStep, attention_size
+from .balancing import ViewBalancing
 from .errors import SamplingCancelled
 from .inputs import RunChecks, check_seed, check_stage_1_unet, check_stage_2_inputs
 from .multiview import MultiViewDenoiser, PromptEmbeddings
@@ -126,6 +127,7 @@ def sample_stage_1(
     reduction: str = "mean",
     view_weights: Sequence[float] | None = None,
     rectify: bool = False,
+    balancing: ViewBalancing | None = None,
     anti_segregation: AntiSegregation | None = None,
     start_image: torch.Tensor | None = None,
     strength: float = 1.0,
@@ -143,9 +145,9 @@ def sample_stage_1(
     ``timesteps`` may be an explicit descending list or an IF schedule name
     (``"smart50"``, ``"fast27"``, ...), replacing ``num_inference_steps``.
     ``generators`` (one CPU generator per candidate) replace ``seed``.
-    ``rectify`` (:mod:`.rectification`) and ``anti_segregation``
-    (:mod:`.anti_segregation`) are Anagram-MTL's improvements; off, the run is
-    the published Visual Anagrams loop.
+    ``rectify`` (:mod:`.rectification`), ``balancing`` (:mod:`.balancing`: per-step view weights from a
+    CLIP) and ``anti_segregation`` (:mod:`.anti_segregation`) are Anagram-MTL's improvements; off, the run
+    is the published Visual Anagrams loop.
 
     ``start_image`` (with ``strength``), ``mask`` and ``reference_image`` (fixing ``views[reference_view]``'s
     component, ``project_reference`` once more after the last step; ``inpainting`` what the UNet sees
@@ -167,6 +169,7 @@ def sample_stage_1(
             view_weights=view_weights,
             max_batch_size=max_batch_size,
             rectify=rectify,
+            balancing=balancing,
         )
         check_stage_1_unet(unet)
         size = unet.config.sample_size
@@ -197,7 +200,15 @@ def sample_stage_1(
         noise = randn_tensor(
             (num_candidates, unet.config.in_channels, size, size), generator=generators, device=device, dtype=dtype
         )
-        denoiser = MultiViewDenoiser(unet, views, embeddings, device=device, dtype=dtype, **run.denoiser_options())
+        denoiser = MultiViewDenoiser(
+            unet,
+            views,
+            embeddings,
+            device=device,
+            dtype=dtype,
+            balancing=_bound_balancing(balancing, views, scheduler, guide, view_weights, device),
+            **run.denoiser_options(),
+        )
         refine = None
         if anti_segregation is not None and anti_segregation.steps > 0:
             refine = AntiSegregationStep(
@@ -233,6 +244,7 @@ def sample_stage_2(
     reduction: str = "mean",
     view_weights: Sequence[float] | None = None,
     rectify: bool = False,
+    balancing: ViewBalancing | None = None,
     start_image: torch.Tensor | None = None,
     strength: float = 1.0,
     mask: torch.Tensor | None = None,
@@ -269,6 +281,7 @@ def sample_stage_2(
         view_weights=view_weights,
         max_batch_size=max_batch_size,
         rectify=rectify,
+        balancing=balancing,
     )
     size = unet.config.sample_size
     run.check_views_at(image.shape[-1])
@@ -311,6 +324,7 @@ def sample_stage_2(
         dtype=dtype,
         condition=upscaled,
         class_labels=class_labels,
+        balancing=_bound_balancing(balancing, views, scheduler, guide, view_weights, device),
         **run.denoiser_options(),
     )
     images = _denoise(scheduler, denoiser, noise, generators, callback, guide=guide)
@@ -365,6 +379,17 @@ def _autograd_off(*, gradients_inside: bool) -> contextlib.AbstractContextManage
     stack.enter_context(torch.inference_mode(False))
     stack.enter_context(torch.no_grad())
     return stack
+
+
+def _bound_balancing(balancing: ViewBalancing | None, views, scheduler, guide, view_weights, device):
+    """MTL's balancing bound to this run: its step count is the whole schedule's (MTL's ``step / 30``), and a
+    run from a picture starts part-way along it."""
+    if balancing is None:
+        return None
+    total = len(scheduler.timesteps)
+    visited = total if guide is None else len(guide.visited(scheduler.timesteps))
+    base = None if view_weights is None else torch.tensor([float(w) for w in view_weights], device=device)
+    return balancing.bind(views, scheduler, total_steps=total, first_step=total - visited, base_weights=base)
 
 
 def _generators(seed: int, generators, num_candidates: int) -> list[torch.Generator]:

@@ -1,4 +1,5 @@
-"""The test server: one real ComfyUI per test session, with the pack, the tiny models and the harness nodes.
+"""The test server: one real ComfyUI per test session, with the pack, the tiny models (IF, T5, CLIP) and the
+harness nodes.
 
 The session fixture ``comfy_server`` starts ``python main.py`` from ``COMFYUI_DIR`` once and hands
 tests a :class:`~comfy_client.ComfyClient`. The process itself (command line, offline environment,
@@ -49,7 +50,9 @@ def skip_reason() -> str | None:
 
 def layout_base_dir(base: Path) -> Any:
     """Lay out a private ComfyUI base directory; returns the TinyModelPaths there."""
+    from tiny_clip import write_tiny_clip
     from tiny_models import write_tiny_models
+    from workflow_tools import TINY_CLIP
 
     prepare_base_dir(base)
     # A copy, not a link: ComfyUI names the module after the file it finds in custom_nodes/.
@@ -59,6 +62,7 @@ def layout_base_dir(base: Path) -> Any:
     paths = write_tiny_models(diffusers_dir)
     text_encoder = base / "models" / "text_encoders" / paths.text_encoder.name
     shutil.move(str(paths.text_encoder), str(text_encoder))
+    write_tiny_clip(base / "models" / "clip_vision" / TINY_CLIP)
     return dataclasses.replace(paths, root=base / "models", text_encoder=text_encoder)
 
 

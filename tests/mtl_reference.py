@@ -7,8 +7,11 @@ Learning*, WACV 2025): ``visual_anagrams/samplers_mtl.py`` ``sample_stage_1`` / 
 by step in the style of ``paper_reference.py``: one unbatched image, Python loops over views and
 view pairs, diffusers pipeline objects, and nothing from this pack.
 
-Left out on purpose: MTL's noise-vector *balancing* (per-step view weights from a noise-aware
-CLIP). Fixed ``weights`` stand in for it; ``None`` is MTL's uniform starting point.
+Noise-vector *balancing* (``mtl.py`` ``noise_vector_balancing`` / ``calc_alignment_noise_aware``): with
+``similarity`` given, every step's weights are ``diag(S) ** (-1 - i / steps)`` normalised, S the
+similarity matrix of each view of the noisy sample, passed as MTL passes it (``viewed / 2 + 0.5``), at
+timestep t. ``similarity(images, t)`` stands in for GLIDE's noise-aware CLIP (MTL hard-codes ``i / 30``
+for its 30 steps; here ``steps``). Without it, fixed ``weights`` (``None``: uniform) are used.
 
 Kept as MTL has it, although it looks accidental:
 
@@ -29,6 +32,7 @@ estimate by sqrt(alpha_bar), so float32 ulps in the estimate reach about 1e-5 af
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
@@ -53,6 +57,13 @@ def mtl_concept_spans(tokenizer, prompts: list[str]) -> list[tuple[int, int]]:
             # MTL appends nothing and fails later with an IndexError.
             raise ValueError(f"the last word {concept!r} is not a token span of {prompt!r}")
     return spans
+
+
+def _mtl_balancing_weights(similarity, viewed, t, step, steps):
+    """MTL's noise_vector_balancing: alpha = diag(S) ** (-1 - step / steps) from the viewed noisy images."""
+    sim_mat = similarity(viewed / 2.0 + 0.5, t)
+    diag = np.diag(np.asarray(sim_mat))
+    return torch.tensor(np.power(diag, -1 - step / steps))
 
 
 def _mtl_combine(noise_pred, views, guidance_scale, noise_channels, rectify, weights):
@@ -200,6 +211,7 @@ def mtl_stage_1(
     *,
     rectify=True,
     weights=None,
+    similarity=None,
     concept_spans=None,
     anti_segregation_steps=26,
     step_size=5.0,
@@ -217,6 +229,8 @@ def mtl_stage_1(
         viewed = torch.stack([view.view(images[0]) for view in views])
         model_input = pipe.scheduler.scale_model_input(torch.cat([viewed] * 2), t)
         noise_pred = pipe.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        if similarity is not None:
+            weights = _mtl_balancing_weights(similarity, viewed, t, i, steps)
         noise_pred = _mtl_combine(noise_pred, views, guidance_scale, model_input.shape[1], rectify, weights)
         images = pipe.scheduler.step(noise_pred, t, images, generator=generator, return_dict=False)[0]
         # MTL: `i <= 25` with timesteps[i + 1] (it indexes past the end when steps <= 26; here that step
@@ -250,6 +264,7 @@ def mtl_stage_2(
     *,
     rectify=True,
     weights=None,
+    similarity=None,
 ):
     device = torch.device("cpu")
     size = pipe.unet.config.sample_size
@@ -264,11 +279,14 @@ def mtl_stage_2(
     noise = randn_tensor(upscaled.shape, generator=generator, device=device, dtype=upscaled.dtype)
     upscaled = pipe.image_noising_scheduler.add_noise(upscaled, noise, timesteps=levels)
     levels = torch.cat([levels] * len(views) * 2)
-    for t in pipe.scheduler.timesteps:
+    for i, t in enumerate(pipe.scheduler.timesteps):
         model_input = torch.cat([images, upscaled], dim=1)
         viewed = torch.stack([view.view(model_input[0]) for view in views])
         model_input = pipe.scheduler.scale_model_input(torch.cat([viewed] * 2), t)
         noise_pred = pipe.unet(model_input, t, encoder_hidden_states=embeds, class_labels=levels, return_dict=False)[0]
+        if similarity is not None:
+            # MTL scores the noisy image's channels of the viewed UNet input.
+            weights = _mtl_balancing_weights(similarity, viewed[:, :3], t, i, steps)
         noise_pred = _mtl_combine(noise_pred, views, guidance_scale, model_input.shape[1] // 2, rectify, weights)
         images = pipe.scheduler.step(noise_pred, t, images, generator=generator, return_dict=False)[0]
     return images

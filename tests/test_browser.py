@@ -32,12 +32,20 @@ from browser import (
     shoot,
 )
 from pack import import_submodule
-from workflow_tools import api_workflow, ui_workflow, widget_inputs, workflow_names
+from workflow_tools import TINY_MODELS, api_workflow, ui_workflow, widget_inputs, workflow_names
 
 PACK_PREFIX = "VisualAnagrams"
 PREVIEW = "VisualAnagramsViewPreview"
 ENCODER = "VisualAnagramsPromptEncoder"
-OUR_COLOURS = {"VA_IF_STAGE_I", "VA_IF_STAGE_II", "VA_IF_STAGE_III", "VA_T5_ENCODER", "VA_PROMPTS", "VA_VIEWS"}
+OUR_COLOURS = {
+    "VA_IF_STAGE_I",
+    "VA_IF_STAGE_II",
+    "VA_IF_STAGE_III",
+    "VA_T5_ENCODER",
+    "VA_CLIP",
+    "VA_PROMPTS",
+    "VA_VIEWS",
+}
 CORE_TYPES = ("MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE")
 RUN_TIMEOUT_MS = 300_000
 
@@ -174,7 +182,7 @@ def open_node_search(page, clicks: int = 12) -> None:
 def test_every_node_is_found_by_the_node_search_and_added_with_its_widgets(page, comfy_server):
     info = comfy_server.object_info()
     pack_nodes = sorted(name for name in info if name.startswith(PACK_PREFIX))
-    assert len(pack_nodes) == 9 + len(views_module.VIEW_CLASSES)
+    assert len(pack_nodes) == 11 + len(views_module.VIEW_CLASSES)
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
     failures = []
@@ -337,6 +345,35 @@ def test_queueing_the_flip_example_from_the_ui_shows_the_illusion_in_the_viewer(
     # The other candidate of the batch is one click away.
     page.locator(".va-next").first.click()
     assert viewer_state(page, preview)["image"] == 1
+    assert_no_console_errors_from_us(page, page.console_mark)
+
+
+def test_queueing_pick_best_from_the_ui_saves_the_best_two_with_their_scores(page, comfy_server):
+    """The Illusion Score on the canvas: the tiny CLIP ranks Stage I's 8 candidates, Stage II refines the best 2,
+    and the savers show those 2 illusions and the 2 picks captioned with their scores."""
+    load_workflow(page, ui_workflow("pick_best"))
+    for (node_type, widget), tiny in TINY_MODELS.items():
+        if nodes_of(page, node_type):
+            set_widgets(page, node_type, {widget: tiny})
+    set_widgets(page, "VisualAnagramsStageI", {"steps": 1})
+    set_widgets(page, "VisualAnagramsStageII", {"steps": 1})
+    set_widgets(page, PREVIEW, {"frames_per_view": 4})
+    (preview,) = nodes_of(page, PREVIEW)
+    click_run(page)
+    data = wait_for_viewer(page, preview)
+    assert len(data["images"]) == 2  # the picks, refined
+    comfy_server.wait_idle(timeout=RUN_TIMEOUT_MS / 1000)
+    # Each saver by the node it saves, with the number of pictures the frontend shows on it.
+    shown = page.evaluate(
+        """(ids) => Object.fromEntries(ids.map(id => [
+            app.graph.getNodeById(id).getInputNode(0).type, app.nodeOutputs?.[String(id)]?.images?.length ?? 0,
+        ]))""",
+        nodes_of(page, "SaveImage"),
+    )
+    assert shown == {"VisualAnagramsIllusionScore": 2, "VisualAnagramsStageII": 2, PREVIEW: 1}
+    (score,) = nodes_of(page, "VisualAnagramsIllusionScore")
+    centre_on(page, score)
+    shoot(page, "pick-best-run")
     assert_no_console_errors_from_us(page, page.console_mark)
 
 

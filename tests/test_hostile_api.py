@@ -408,7 +408,7 @@ def traversal_graph(info: dict, value: str) -> tuple[dict, list[tuple[str, str]]
         for section in ("required", "optional"):
             for name, (kind, *options) in node["input"].get(section, {}).items():
                 if isinstance(kind, list) or kind == "COMBO":
-                    model_name = name in ("model", "encoder") and class_type.startswith("VisualAnagramsLoad")
+                    model_name = name in ("model", "encoder", "clip") and class_type.startswith("VisualAnagramsLoad")
                     choices = kind if isinstance(kind, list) else options[0]["options"]
                     inputs[name] = choices[0] if model_name else value
                     if not model_name:

@@ -10,8 +10,8 @@ import copy
 
 import pytest
 import torch
-from mtl_reference import mtl_concept_spans, mtl_stage_1, mtl_stage_2
 
+from mtl_reference import mtl_concept_spans, mtl_stage_1, mtl_stage_2
 from pack import import_submodule
 from paper_reference import PAPER_VIEWS, paper_stage_1
 

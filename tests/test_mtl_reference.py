@@ -2,8 +2,8 @@
 its anti-segregation step acts on the image without changing the shared UNet."""
 
 import torch
-from mtl_reference import mtl_concept_spans, mtl_stage_1
 
+from mtl_reference import mtl_concept_spans, mtl_stage_1
 from paper_reference import PAPER_VIEWS, paper_stage_1
 
 PROMPTS = ["an oil painting of a horse", "an oil painting of a deer"]
@@ -58,3 +58,24 @@ def test_anti_segregation_moves_the_image_only_with_a_step(stage_1_pipe, encode)
     assert all(parameter.grad is None for parameter in stage_1_pipe.unet.parameters())
     processors = {type(processor).__name__ for processor in stage_1_pipe.unet.attn_processors.values()}
     assert processors == {"AttnAddedKVProcessor2_0"}
+
+
+def test_balancing_with_equal_similarities_is_the_uniform_mix(stage_1_pipe, encode):
+    """The reference's balancing weighs views by their similarity only: equal ones give MTL's uniform mix."""
+    import numpy as np
+
+    positive, negative = encode(PROMPTS)
+    views = _views("identity", "flip")
+    seen = []
+
+    def similarity(images, t):
+        seen.append((images.clone(), int(t)))
+        return np.full((2, 2), 0.3, dtype=np.float32)
+
+    uniform = mtl_stage_1(stage_1_pipe, positive, negative, views, STEPS, GUIDANCE, torch.manual_seed(6))
+    balanced = mtl_stage_1(
+        stage_1_pipe, positive, negative, views, STEPS, GUIDANCE, torch.manual_seed(6), similarity=similarity
+    )
+    assert torch.equal(balanced, uniform)
+    # MTL's input to its CLIP: every view of the noisy image, mapped by / 2 + 0.5, once per step.
+    assert len(seen) == STEPS and seen[0][0].shape == (2, 3, 64, 64)

@@ -27,6 +27,8 @@ PACK_NODES = {
     "VisualAnagramsStageII",
     "VisualAnagramsStageIII",
     "VisualAnagramsViewPreview",
+    "VisualAnagramsLoadCLIP",
+    "VisualAnagramsIllusionScore",
 } | {f"VisualAnagramsView_{name}" for name in views_module.VIEW_CLASSES}
 
 
@@ -310,10 +312,18 @@ def test_every_api_example_runs_with_the_tiny_models(example_inputs, name):
         saved.setdefault((graph[ref.node_id]["class_type"], source), []).append(comfy_server.open_image(ref))
     candidates = next(n["inputs"]["candidates"] for n in graph.values() if n["class_type"] == "VisualAnagramsStageI")
     views = sum(n["class_type"].startswith("VisualAnagramsView_") for n in graph.values())
+    # An example that picks its best candidates (the tiny CLIP scores them) goes on with top_k of them, and saves
+    # those picks at Stage I's 64 px, each with a caption strip below it giving its scores.
+    scores = [n["inputs"] for n in graph.values() if n["class_type"] == "VisualAnagramsIllusionScore"]
+    kept = scores[0]["top_k"] if scores else candidates
+    if scores:
+        scored = saved[("SaveImage", "VisualAnagramsIllusionScore")]
+        assert len(scored) == kept < candidates
+        assert all(image.width == 64 and image.height > 64 for image in scored)
     # The paper's examples save Stage II's 256 px; the digits demo its 64 px Stage I upscaled 4x.
     illusions = saved.get(("SaveImage", "VisualAnagramsStageII")) or saved[("SaveImage", "ImageScaleBy")]
     grid = saved[("SaveImage", "VisualAnagramsViewPreview")]
-    assert [image.size for image in illusions] == [(256, 256)] * candidates
+    assert [image.size for image in illusions] == [(256, 256)] * kept
     assert len(grid) == 1 and grid[0].size[0] == views * 256
     (animation,) = saved[("SaveAnimatedWEBP", "VisualAnagramsViewPreview")]
     assert animation.size == (384, 384) and animation.n_frames >= 2

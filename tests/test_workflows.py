@@ -21,6 +21,7 @@ from workflow_tools import (
     BUILD_SCRIPT,
     DEMO_MODEL,
     REPO,
+    TINY_CLIP,
     UI_DIR,
     api_workflow,
     comfyui_facts,
@@ -43,6 +44,7 @@ NAMES = [
     "jigsaw",
     "leopard_mtl",
     "negate",
+    "pick_best",
     "picture_flip",
     "rotate_cw",
     "three_views",
@@ -73,6 +75,9 @@ MTL_OPTIONS = {
     "digits_mtl": ({"rectify": True, "anti_segregation": True}, None),
     "leopard_mtl": ({"rectify": True, "anti_segregation": True}, {"rectify": True}),
 }
+#: The examples that score Stage I's candidates with CLIP and refine only the best: (candidates, kept).
+PICKS = {"pick_best": (8, 2)}
+SCORE = "VisualAnagramsIllusionScore"
 THUMBNAIL_MAX_BYTES = 60_000
 NODE_TITLE_HEIGHT = 30
 MODEL_INPUTS = {
@@ -80,6 +85,7 @@ MODEL_INPUTS = {
     ("VisualAnagramsLoadStageII", "model"),
     ("VisualAnagramsLoadStageIII", "model"),
     ("VisualAnagramsLoadT5", "encoder"),
+    ("VisualAnagramsLoadCLIP", "clip"),
 }
 
 
@@ -170,6 +176,7 @@ def test_settings_are_the_papers_defaults():
         "picture_flip": ["identity", "flip"],
         "hybrid_from_picture": ["low_pass", "high_pass"],
         "inpaint_hidden": ["identity", "flip"],
+        "pick_best": ["identity", "flip"],
     }
     expected_prompts = {
         "rotate_cw": ("an oil painting of", ["a snowy mountain village", "a horse"]),
@@ -184,6 +191,7 @@ def test_settings_are_the_papers_defaults():
         # prompt filled, so the style is written into each prompt, which gives the published texts.
         "hybrid_from_picture": ("", ["a lithograph of", "a lithograph of waterfalls"]),
         "inpaint_hidden": ("a child's drawing of", ["a sun", "a flower"]),
+        "pick_best": ("an oil painting of", ["people around a campfire", "an old man"]),
     }
     for name in PAPER_NAMES:
         api = api_workflow(name)
@@ -194,13 +202,14 @@ def test_settings_are_the_papers_defaults():
         for sampler in (stage_1, stage_2):
             assert (sampler["seed"], sampler["steps"], sampler["guidance"]) == (0, 30, 10.0)
             assert (sampler["schedule"], sampler["reduction"]) == ("steps", "auto")
-        # Stage II continues Stage I's randomness, so the example reproduces the paper's generate.py.
+        # Stage II continues Stage I's randomness, so the example reproduces the paper's generate.py; after
+        # picking, its images are candidates k, k', ... whose streams are not the first ones: its own seed.
         assert (stage_2["seed_mode"], stage_2["stage_1_steps"], stage_2["stage_1_schedule"]) == (
-            "continue Stage I",
+            "own seed" if name in PICKS else "continue Stage I",
             stage_1["steps"],
             stage_1["schedule"],
         )
-        assert stage_1["candidates"] == 2 and stage_2["noise_level"] == 50
+        assert stage_1["candidates"] == PICKS.get(name, (2,))[0] and stage_2["noise_level"] == 50
         # Anagram-MTL's options: on (at MTL's settings) where the example says so, off everywhere else.
         stage_1_mtl, stage_2_mtl = MTL_OPTIONS.get(name, ({}, {}))
         assert stage_1["rectify"] is stage_1_mtl.get("rectify", False)
@@ -229,7 +238,7 @@ def test_settings_are_the_papers_defaults():
             chain.append(node["class_type"].removeprefix("VisualAnagramsView_"))
             node_id = node["inputs"]["views"][0] if "views" in node["inputs"] else None
         assert chain[::-1] == expected_views[name]
-        for consumer in (stage_1, stage_2, by_type["VisualAnagramsViewPreview"][0]):
+        for consumer in (stage_1, stage_2, by_type["VisualAnagramsViewPreview"][0], *by_type.get(SCORE, [])):
             assert consumer["views"] == encoder["views"]
     jigsaw = [n for n in api_workflow("jigsaw").values() if n["class_type"] == "VisualAnagramsView_jigsaw"]
     assert jigsaw[0]["inputs"]["seed"] == 0
@@ -358,10 +367,39 @@ def test_every_image_is_saved(name):
         return
     saves = [node for node in api.values() if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP")]
     sources = sorted((api[n["inputs"]["images"][0]]["class_type"], n["inputs"]["images"][1]) for n in saves)
-    assert sources == [("VisualAnagramsStageII", 0), ("VisualAnagramsViewPreview", 0), ("VisualAnagramsViewPreview", 1)]
+    # An example that picks its best candidates saves them captioned with their scores (output 1: scored) too.
+    picked = [(SCORE, 1)] if name in PICKS else []
+    assert sources == [
+        *picked,
+        ("VisualAnagramsStageII", 0),
+        ("VisualAnagramsViewPreview", 0),
+        ("VisualAnagramsViewPreview", 1),
+    ]
     assert all(n["inputs"]["filename_prefix"].startswith(f"visual_anagrams/{name}") for n in saves)
     (webp,) = [n["inputs"] for n in saves if n["class_type"] == "SaveAnimatedWEBP"]
     assert (webp["fps"], webp["lossless"], webp["quality"], webp["method"]) == (24.0, False, 90, "default")
+
+
+def test_pick_best_scores_stage_i_candidates_with_clip_and_refines_the_best_two():
+    api = api_workflow("pick_best")
+    (score_id,) = [node_id for node_id, node in api.items() if node["class_type"] == SCORE]
+    score = api[score_id]["inputs"]
+    samplers = samplers_of(api)
+    # Stage I's 8 candidates -> the score -> its output 0 (best, best first) -> Stage II.
+    assert api[score["images"][0]]["class_type"] == "VisualAnagramsStageI" and score["images"][1] == 0
+    assert samplers["VisualAnagramsStageII"]["image"] == [score_id, 0]
+    assert (score["rank_by"], score["top_k"], score["temperature"]) == ("both", 2, 0.01)
+    assert (samplers["VisualAnagramsStageI"]["candidates"], score["top_k"]) == PICKS["pick_best"]
+    # OpenAI's ViT-L/14 from the CLIP loader; the score reads the prompts the samplers read.
+    clip = api[score["clip"][0]]
+    assert clip["class_type"] == "VisualAnagramsLoadCLIP"
+    assert clip["inputs"] == {"clip": "openai/clip-vit-large-patch14", "dtype": "auto"}
+    assert score["prompts"] == samplers["VisualAnagramsStageI"]["prompts"]
+    # Balancing stays off: the example changes which illusions are kept, not how they are drawn.
+    assert not any(inputs["balance_views"] for inputs in samplers.values())
+    saves = [n["inputs"] for n in api.values() if n["class_type"] == "SaveImage"]
+    (scored,) = [inputs for inputs in saves if inputs["images"][0] == score_id]
+    assert scored == {"images": [score_id, 1], "filename_prefix": "visual_anagrams/pick_best_scored"}
 
 
 def test_with_tiny_models_swaps_models_steps_and_frames():
@@ -386,6 +424,10 @@ def test_with_tiny_models_swaps_models_steps_and_frames():
     stage_1 = next(n for n in smaller.values() if n["class_type"] == "VisualAnagramsStageI")
     assert (preview["inputs"]["frames_per_view"], preview["inputs"]["hold_frames"]) == (3, 0)
     assert (stage_1["inputs"]["steps"], stage_1["inputs"]["candidates"]) == (1, 1)
+    # The CLIP loader's Hub id becomes the tiny CLIP the test server holds.
+    picked = with_tiny_models(api_workflow("pick_best"))
+    clips = [n["inputs"]["clip"] for n in picked.values() if n["class_type"] == "VisualAnagramsLoadCLIP"]
+    assert clips == [TINY_CLIP]
 
 
 def test_with_tiny_models_keeps_the_embedded_demo_model():

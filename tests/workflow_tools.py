@@ -40,11 +40,14 @@ API_DIR = REPO / "api_workflows"
 BUILD_SCRIPT = REPO / "scripts" / "build_workflows.py"
 EXAMPLE_PICTURES = REPO / "nodes" / "example_pictures.py"
 
-#: The tiny offline models of tests/tiny_models.py, by the loader input that names them.
+#: The tiny random CLIP of tests/tiny_clip.py, as the test server's models/clip_vision holds it.
+TINY_CLIP = "tiny-clip"
+#: The tiny offline models of tests/tiny_models.py and tests/tiny_clip.py, by the loader input that names them.
 TINY_MODELS = {
     ("VisualAnagramsLoadStageI", "model"): "tiny-IF-I",
     ("VisualAnagramsLoadStageII", "model"): "tiny-IF-II",
     ("VisualAnagramsLoadT5", "encoder"): "tiny-t5",
+    ("VisualAnagramsLoadCLIP", "clip"): TINY_CLIP,
 }
 #: Loader values naming a model embedded in the pack (tiny already, so never swapped).
 EMBEDDED_PREFIX = "embedded:"
@@ -83,7 +86,7 @@ def with_tiny_models(
 ) -> dict[str, Any]:
     """A copy of an API workflow that runs in seconds on a CPU with the tiny offline models.
 
-    The Stage I / II loaders load "tiny-IF-I" / "tiny-IF-II", the T5 loader "tiny-t5"
+    The Stage I / II loaders load "tiny-IF-I" / "tiny-IF-II", the T5 loader "tiny-t5", the CLIP loader "tiny-clip"
     (loaders of the pack's embedded demo model keep it: it is tiny already);
     every sampler runs ``steps`` steps; the view preview renders ``frames_per_view``
     frames per transition (and ``hold_frames`` held frames, if given); Stage I draws

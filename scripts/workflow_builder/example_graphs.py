@@ -1,6 +1,6 @@
 """The graph of each example: which nodes it holds, how they are wired and in which column each sits
 (the data flows left to right: encoder, views and the start picture, prompts, models and the mask,
-samplers, outputs)."""
+samplers (with the Illusion Score between the stages when an example picks its best candidates), outputs)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from typing import Any
 
 from .examples import (
     ANIMATION,
+    CLIP_LOADER,
     DEMO_MODEL,
     DEMO_STAGE_I,
     DEMO_UPSCALE,
     LOADER,
     PREVIEW,
     PREVIEW_SIZE,
+    SCORE,
     STAGE_I,
     STAGE_I_MODEL,
     STAGE_II,
@@ -34,6 +36,8 @@ REQUIRED_NODE_TYPES = (
     "VisualAnagramsStageI",
     "VisualAnagramsStageII",
     "VisualAnagramsViewPreview",
+    "VisualAnagramsLoadCLIP",
+    "VisualAnagramsIllusionScore",
     "SaveImage",
     "SaveAnimatedWEBP",
     "ImageScaleBy",
@@ -55,7 +59,8 @@ def node_types_used() -> list[str]:
 
 
 def illusion_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
-    """DeepFloyd IF: Stage I at 64 px, Stage II to 256 px, the 256 px illusions saved and previewed."""
+    """DeepFloyd IF: Stage I at 64 px, Stage II to 256 px, the 256 px illusions saved and previewed; for an
+    example that keeps its best candidates, CLIP scores Stage I's between the stages."""
     if illusion.demo:
         return demo_graph(illusion, layouts)
     graph = Graph(illusion.name, layouts)
@@ -63,7 +68,8 @@ def illusion_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
 
     # Column 0: the text encoder, the view chain and the picture. Column 1: the prompts.
     views, prompts = add_views_and_prompts(graph, illusion, T5_LOADER, unload_encoder=True)
-    # Column 2: the models (and the mask). Column 3: the samplers.
+    # Column 2: the models (and the mask, the CLIP). Column 3: the samplers; when picking, Stage I above the
+    # Illusion Score and the saver of its picks, then Stage II in column 4.
     stage_1_model = graph.add("VisualAnagramsLoadStageI", 2, {"model": STAGE_I_MODEL, **LOADER}, width=300)
     stage_2_model = graph.add("VisualAnagramsLoadStageII", 2, {"model": STAGE_II_MODEL, **LOADER}, width=300)
     pictures = add_picture(graph, illusion, picture_column=0, mask_column=2)
@@ -79,25 +85,29 @@ def illusion_graph(illusion: Illusion, layouts: dict[str, NodeLayout]) -> Graph:
         views,
         pictures=pictures if 1 in illusion.picture_stages else None,
     )
+    stage_2_column, stage_2_image = 3, stage_1
+    if illusion.keep_best:
+        stage_2_column, stage_2_image = 4, add_scoring(graph, illusion, stage_1, views, prompts, column=3)
     stage_2 = add_sampler(
         graph,
         "VisualAnagramsStageII",
-        3,
+        stage_2_column,
         stage_2_settings,
         stage_2_model,
         prompts,
         views,
-        image=stage_1,
+        image=stage_2_image,
         pictures=pictures if 2 in illusion.picture_stages else None,
     )
-    # Columns 4 and 5: save and preview.
+    # The next two columns: save and preview.
+    saved = f"the best {illusion.keep_best}" if illusion.keep_best else "illusions"
     add_outputs(
         graph,
         stage_2,
         views,
         prompts,
-        column=4,
-        illusion_title="Save illusions (256 px)",
+        column=stage_2_column + 1,
+        illusion_title=f"Save {saved} (256 px)",
         prefixes=(prefix, f"{prefix}_views", f"{prefix}_animation"),
     )
     return finish(graph)
@@ -197,6 +207,32 @@ def add_picture(
         )
         links["mask"] = (mask, 0)
     return links
+
+
+def add_scoring(graph: Graph, illusion: Illusion, candidates: Node, views: Node, prompts: Node, *, column: int) -> Node:
+    """The CLIP loader (column 2, under the models), and in ``column`` (Stage I's, below it) the Illusion Score
+    ranking Stage I's ``candidates`` with it, above the saver of its captioned picks (place, candidate,
+    alignment, concealment). Returns the score node, whose output 0 is the best ``illusion.keep_best``, best
+    first."""
+    clip = graph.add("VisualAnagramsLoadCLIP", 2, CLIP_LOADER, width=300)
+    score = graph.add(
+        "VisualAnagramsIllusionScore",
+        column,
+        {**SCORE, "top_k": illusion.keep_best},
+        {"clip": (clip, 0), "images": (candidates, 0), "views": (views, 0), "prompts": (prompts, 0)},
+        title=f"Illusion Score: the best {illusion.keep_best} of {illusion.candidates}",
+        width=300,
+    )
+    graph.add(
+        "SaveImage",
+        column,
+        {"filename_prefix": f"{illusion.folder}_scored"},
+        {"images": (score, score.layout.output_slot("scored"))},
+        title="Save the picks with scores (64 px)",
+        width=360,
+        height=400,
+    )
+    return score
 
 
 def add_sampler(

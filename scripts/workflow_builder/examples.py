@@ -54,6 +54,15 @@ DEMO_PREFIX = "visual_anagrams_demo"
 MTL_STAGE_I = {"rectify": True, "anti_segregation": True}
 MTL_STAGE_II = {"rectify": True}
 
+#: Picking the best candidates (the Illusion Score node, the paper's alignment and concealment): OpenAI's CLIP
+#: ViT-L/14 (the CLIP loader's first Hub id), ranked by both scores at the paper's temperature (CLIP's own, 0.01).
+CLIP_LOADER = {"clip": pack_submodule("sampling.clip_models").CLIP_HUB_IDS[0], "dtype": "auto"}
+SCORE = {"rank_by": "both", "temperature": pack_submodule("sampling.illusion_scores").PAPER_TEMPERATURE}
+#: Stage II refines the picks, whichever candidates they were: "continue Stage I" would continue the random
+#: streams of candidates 1, 2, ... rather than the picks' (the sampler's tooltip: give seed + k for one pick),
+#: so Stage II draws its own noise.
+PICKED_STAGE_II = {"seed_mode": "own seed"}
+
 
 @dataclass(frozen=True)
 class Picture:
@@ -93,6 +102,9 @@ class Illusion:
     instead of DeepFloyd IF. ``stage_1_options`` / ``stage_2_options`` set sampler inputs
     beyond the shared settings (Anagram-MTL's options, a picture's strength or reference view).
 
+    ``keep_best`` > 0 puts CLIP between the stages: the Illusion Score node ranks Stage I's candidates and
+    passes the best ``keep_best`` to Stage II; the picks are also saved captioned with their scores.
+
     An illusion from a picture loads ``picture`` with core LoadImage and wires it to the samplers' input
     ``picture_input`` (``start_image`` or ``reference_image``) on the stages ``picture_stages``;
     ``repaint_middle`` adds a mask made of core nodes (no painting needed) that repaints the picture's
@@ -111,6 +123,7 @@ class Illusion:
     picture_input: str = "start_image"
     picture_stages: tuple[int, ...] = (1,)
     repaint_middle: bool = False
+    keep_best: int = 0
 
     def __post_init__(self) -> None:
         if len(self.views) != len(self.prompts):
@@ -119,6 +132,21 @@ class Illusion:
             raise ValueError(f"{self.name}: a mask repaints part of a start image; give the start picture")
         if self.demo and self.picture_stages != (1,):
             raise ValueError(f"{self.name}: the demo model has no Stage II to give the picture to")
+        if self.keep_best:
+            if self.demo:
+                raise ValueError(f"{self.name}: the demo model has no Stage II to refine the picks")
+            if not 0 < self.keep_best < self.candidates:
+                raise ValueError(
+                    f"{self.name}: keep_best {self.keep_best}: keep 1 to {self.candidates - 1} of the "
+                    f"{self.candidates} candidates"
+                )
+            if self.stage_2_options.get("seed_mode") != PICKED_STAGE_II["seed_mode"]:
+                raise ValueError(f"{self.name}: Stage II refines picked candidates: give it {PICKED_STAGE_II}")
+
+    @property
+    def candidates(self) -> int:
+        """How many candidates Stage I draws."""
+        return self.stage_1_options.get("candidates", (DEMO_STAGE_I if self.demo else STAGE_I)["candidates"])
 
     @property
     def folder(self) -> str:
@@ -224,5 +252,16 @@ WORKFLOWS: tuple[Illusion, ...] = (
         picture=COMFYUI_EXAMPLE,
         picture_stages=(1, 2),
         repaint_middle=True,
+    ),
+    # Most samples are not good illusions (the paper's showcase is hand-picked): Stage I draws 8 candidates of
+    # the flip example, CLIP ranks them by the paper's alignment and concealment, and only the best 2 go on to
+    # Stage II; the two picks are saved with their scores too.
+    Illusion(
+        "pick_best",
+        (("identity", {}), ("flip", {})),
+        ("people around a campfire", "an old man"),
+        stage_1_options={"candidates": 8},
+        stage_2_options=PICKED_STAGE_II,
+        keep_best=2,
     ),
 )

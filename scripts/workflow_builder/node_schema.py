@@ -48,6 +48,12 @@ class NodeLayout:
                 return index
         raise KeyError(f"{self.class_type} has no socket input '{name}' (sockets: {[s.name for s in self.sockets]})")
 
+    def output_slot(self, name: str) -> int:
+        for index, (output_name, _) in enumerate(self.outputs):
+            if output_name == name:
+                return index
+        raise KeyError(f"{self.class_type} has no output '{name}' (outputs: {[name for name, _ in self.outputs]})")
+
     def widget(self, name: str) -> Slot:
         for slot in self.widgets:
             if slot.name == name:

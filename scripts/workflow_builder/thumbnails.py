@@ -159,6 +159,8 @@ def thumbnail(illusion: Illusion, views_module: ModuleType, input_dir: Path) -> 
     draw = ImageDraw.Draw(canvas)
     kind = "Hybrid image" if all(view.kind == "factorized" for view in views) else "Visual anagram"
     title = f"{kind}: {illusion.name.replace('_', ' ')}" + (" (embedded model)" if illusion.demo else "")
+    if illusion.keep_best:
+        title += f" (CLIP keeps {illusion.keep_best} of {illusion.candidates})"
     draw.text((margin, 7), title, font=title_font, fill=(30, 30, 30))
 
     for index, (view, label, caption) in enumerate(zip(views, labels, captions, strict=True)):
