@@ -90,6 +90,10 @@ class BoundBalancing:
         self.total_steps = total_steps
         self.first_step = first_step
         self.base = base_weights  # (V,) or None
+        # The plain mix's weights for the clean estimate, made once per run rather than at every step.
+        self._plain_mix = (
+            None if base_weights is None else (base_weights / base_weights.sum()).float().view(-1, 1, 1, 1, 1)
+        )
 
     def weights(self, sample: torch.Tensor, estimates: torch.Tensor, timestep, step_index: int) -> torch.Tensor:
         """(V, K) weights for this step: ``sample`` x_t (K, C, S, S), ``estimates`` the views' guided estimates
@@ -115,10 +119,7 @@ class BoundBalancing:
 
     def _clean_estimate(self, sample: torch.Tensor, estimates: torch.Tensor, timestep) -> torch.Tensor:
         noise = estimates[:, :, :NOISE_CHANNELS].float()
-        if self.base is None:
-            noise = noise.mean(0)
-        else:
-            noise = (noise * (self.base / self.base.sum()).float().view(-1, 1, 1, 1, 1)).sum(0)
+        noise = noise.mean(0) if self._plain_mix is None else (noise * self._plain_mix).sum(0)
         alpha_bar = self.alphas_cumprod[int(timestep)].float()
         clean = (sample.float() - (1 - alpha_bar).sqrt() * noise) / alpha_bar.sqrt()
         return clean.clamp(-1, 1)
