@@ -32,15 +32,20 @@ function pin(table, type, colour) {
   });
 }
 
-// Vue-rendered nodes (Nodes 2.0) read the colours from CSS variables instead, which the palette
-// loader removes for types it has no colour for: set them again whenever the palette changes.
-function setCssColours() {
-  const style = document.body?.style;
-  if (!style) return;
-  for (const [type, colour] of Object.entries(SOCKET_COLOURS)) {
-    const name = `--color-datatype-${type}`;
-    if (!style.getPropertyValue(name)) style.setProperty(name, colour);
-  }
+// Vue-rendered nodes (Nodes 2.0) colour a socket with the CSS variable --color-datatype-<TYPE>. The
+// palette loader sets those on <body> for the types its palette names and removes them for the
+// others (ours included, each time a palette is applied; frontend 1.32 does so after extensions
+// are set up). Our colours are declared on :root by a style sheet the loader never touches: <body>
+// inherits them unless the palette sets its own there, which then wins, as on the canvas.
+const STYLE_ID = "visual-anagrams-socket-colours";
+
+function declareCssColours() {
+  if (document.getElementById(STYLE_ID)) return;
+  const style = document.createElement("style");
+  style.id = STYLE_ID;
+  const declarations = Object.entries(SOCKET_COLOURS).map(([type, colour]) => `--color-datatype-${type}: ${colour};`);
+  style.textContent = `:root { ${declarations.join(" ")} }`;
+  document.head.appendChild(style);
 }
 
 export function applySocketColours(app) {
@@ -49,7 +54,6 @@ export function applySocketColours(app) {
     pin(canvas?.constructor?.link_type_colors, type, colour);
     pin(canvas?.default_connection_color_byType, type, colour);
   }
-  setCssColours();
-  app.ui?.settings?.addEventListener?.("Comfy.ColorPalette.change", () => setTimeout(setCssColours, 0));
+  declareCssColours();
   canvas?.setDirty?.(true, true);
 }

@@ -26,6 +26,11 @@ const MIN_TRANSITION = 0.7;
 const MIN_HOLD = 0.9;
 // The CSS animations are seeked in milliseconds over this nominal length.
 const CSS_DURATION = 1000;
+// The viewer's height at least (px), with results and before the first run. The classic canvas
+// sizes the widget from these (getMinHeight); Nodes 2.0 lays the node out from its content, and
+// 1.32's gives a DOM widget no height of its own, so the viewer also holds them as its min-height.
+export const VIEWER_MIN_HEIGHT = 360;
+export const VIEWER_EMPTY_HEIGHT = 56;
 
 const STYLE_ID = "visual-anagrams-viewer-style";
 
@@ -121,6 +126,7 @@ export class IllusionViewer {
 
     const root = element("div", "va-viewer");
     root.dataset.state = "empty";
+    root.style.minHeight = `${VIEWER_EMPTY_HEIGHT}px`;
     this.root = root;
     const wrap = element("div", "va-stage-wrap", root);
     this.stage = element("div", "va-stage", wrap);
@@ -179,6 +185,7 @@ export class IllusionViewer {
     this.time = 0;
     this.resetCss();
     this.root.dataset.state = "ready";
+    this.root.style.minHeight = `${VIEWER_MIN_HEIGHT}px`;
     this.buildChips();
     this.buildBatch();
     this.showImage(this.imageIndex);

@@ -3,15 +3,22 @@
 // display names. ComfyUI serves this folder as the pack's WEB_DIRECTORY.
 import { app } from "../../scripts/app.js";
 import { applySocketColours } from "./colours.js";
-import { drawPairingWarning, ENCODER, refreshIfChanged, updateAllEncoders, updateEncoder, VIEW_PREFIX } from "./pairing.js";
-import { IllusionViewer } from "./viewer.js";
+import {
+  drawPairingWarning,
+  ENCODER,
+  forgetVueNode,
+  refreshIfChanged,
+  showInVueNode,
+  updateAllEncoders,
+  updateEncoder,
+  VIEW_PREFIX,
+} from "./pairing.js";
+import { IllusionViewer, VIEWER_EMPTY_HEIGHT, VIEWER_MIN_HEIGHT } from "./viewer.js";
 
 const PREVIEW = "VisualAnagramsViewPreview";
 const PACK_PREFIX = "VisualAnagrams";
 // The key under which the preview node's `ui` output carries the viewer's data (nodes/viewer.py).
 const VIEWER_KEY = "visual_anagrams_viewer";
-const VIEWER_MIN_HEIGHT = 360;
-const VIEWER_EMPTY_HEIGHT = 56;
 const VIEWER_MIN_WIDTH = 340;
 const ENCODER_MIN_HEIGHT = 400;
 
@@ -77,8 +84,18 @@ function installPairing(nodeType) {
   extend(nodeType.prototype, "onNodeCreated", function () {
     for (const widget of this.widgets ?? []) {
       if (!/^prompt_\d+$/.test(widget.name)) continue;
-      const area = widget.inputEl ?? widget.element;
+      // Typing in the canvas's text box fires its input event; Nodes 2.0 has text boxes of its
+      // own and hands what is typed to the widget's callback, which setting a value (loading a
+      // workflow too) also calls: checked on the next frame, once the whole graph is there.
+      const area = widget.element ?? widget.inputEl;
       area?.addEventListener?.("input", () => updateEncoder(this));
+      const node = this;
+      const callback = widget.callback;
+      widget.callback = function (...args) {
+        const result = callback?.apply(this, args);
+        scheduleEncoderUpdate(node.graph);
+        return result;
+      };
     }
     updateEncoder(this);
     // A new node is as tall as the prompt boxes it shows need, not all eight (a saved
@@ -95,6 +112,25 @@ function installPairing(nodeType) {
     refreshIfChanged(this);
     drawPairingWarning(this, ctx);
   });
+  extend(nodeType.prototype, "onRemoved", function () {
+    forgetVueNode(this);
+  });
+}
+
+// Nodes 2.0 calls no node's draw hooks, but the canvas under its nodes still draws (links, the
+// grid) whenever the graph changes: the encoders on screen are checked there, in either mode.
+function watchEncodersOnCanvasDraws(canvas) {
+  if (!canvas) return;
+  const onDrawForeground = canvas.onDrawForeground;
+  canvas.onDrawForeground = function (...args) {
+    const result = onDrawForeground?.apply(this, args);
+    for (const node of this.graph?._nodes ?? []) {
+      if (node.type !== ENCODER) continue;
+      refreshIfChanged(node);
+      showInVueNode(node);
+    }
+    return result;
+  };
 }
 
 function installViewNode(nodeType) {
@@ -111,6 +147,7 @@ app.registerExtension({
   name: "visual_anagrams.canvas",
   async setup() {
     applySocketColours(app);
+    watchEncodersOnCanvasDraws(app.canvas);
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData?.name?.startsWith(PACK_PREFIX)) return;

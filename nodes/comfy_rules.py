@@ -1,7 +1,7 @@
 """What ComfyUI decides for the pack's models, as for its own: the "auto" dtypes (``--fp16-unet``,
-``--bf16-unet``, ``--fp32-unet``, ``--fp16-text-enc`` ...), the offload that follows its memory mode
-(``--lowvram``, ``--novram``), and what counts as out of memory (``comfy.model_management.OOM_EXCEPTION``),
-with how a node re-raises it under its own message.
+``--bf16-unet``, ``--fp32-unet``, ``--fp16-text-enc`` ...), where text encoders run (``--gpu-only``, ``--lowvram``,
+``--novram``, ``--cpu``), the offload that follows its memory mode (``--lowvram``, ``--novram``), and what counts
+as out of memory (``comfy.model_management.OOM_EXCEPTION``), with how a node re-raises it under its own message.
 """
 
 from __future__ import annotations
@@ -34,6 +34,14 @@ def auto_unet_dtype(label: str, source: str, stage: int, device: torch.device) -
         "%s: ComfyUI's UNet dtype %s is not one diffusers' IF UNets run in; using %s", label, chosen, fallback
     )
     return fallback
+
+
+def text_encoder_device(choice: str) -> torch.device:
+    """Where a text encoder runs: 'cpu' when asked; 'default' is where ComfyUI runs its own text encoders
+    (``text_encoder_device()``): the GPU with --gpu-only, or with normal / high VRAM on a GPU with usable fp16;
+    the CPU with --cpu, --lowvram, --novram, or on a GPU whose fp16 ComfyUI does not use (NVIDIA before Volta,
+    except Pascal on Windows; the GTX 16 series)."""
+    return torch.device("cpu") if choice == "cpu" else mm.text_encoder_device()
 
 
 def auto_text_encoder_precision(device: torch.device) -> str:
@@ -74,3 +82,12 @@ def out_of_memory(message: str, error: BaseException) -> BaseException:
         return type(error)(message)
     except TypeError:  # an OOM type that wants other arguments: the message matters more than the type
         return RuntimeError(message)
+
+
+def load_failure(message: str, error: BaseException) -> BaseException:
+    """What a node raises, with ``message``, for a model the core could not load (``error``: its ModelLoadError,
+    worded with the fix). Running out of memory stays ComfyUI's out-of-memory type, so ComfyUI unloads its
+    models after it as after any; anything else is a ValueError."""
+    if isinstance(error.__cause__, out_of_memory_errors()):
+        return out_of_memory(message, error.__cause__)
+    return ValueError(message)

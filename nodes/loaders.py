@@ -23,13 +23,13 @@ from collections.abc import Callable
 from typing import Any
 
 import comfy.model_management as mm
-import torch
 from comfy_api.latest import io
 
 from ..sampling.loading import (
     DTYPES,
     HUB_IDS,
     OFFLOADS,
+    STAGE_DTYPES,
     T5_HUB_ID,
     LoadCancelled,
     ModelLoadError,
@@ -44,12 +44,24 @@ from .comfy_rules import (
     AUTO,
     auto_text_encoder_precision,
     auto_unet_dtype,
+    load_failure,
     offload_for,
     out_of_memory,
     out_of_memory_errors,
+    text_encoder_device,
 )
 from .labels import node_label
-from .model_choices import DIFFUSERS_WHERE, T5_SOURCES, T5_WHERE, ModelSources, model_choices, model_source, refusal
+from .model_choices import (
+    DIFFUSERS_WHERE,
+    T5_FILE_SOURCES,
+    T5_SOURCES,
+    T5_WHERE,
+    ModelSources,
+    if_tokenizer_folders,
+    model_choices,
+    model_source,
+    refusal,
+)
 from .model_handle import ModelHandle, pipeline_modules
 from .model_lists import stage_folder_check
 from .types import CATEGORY, StageIIIModel, StageIIModel, StageIModel, TextEncoder
@@ -66,7 +78,7 @@ def load_for_node(label: str, what: str, fix: str, load: Callable[[], Any]) -> A
         mm.throw_exception_if_processing_interrupted()  # ComfyUI reports "interrupted"
         raise
     except ModelLoadError as error:
-        raise ValueError(f"{label}: {what}: {error}") from error
+        raise load_failure(f"{label}: {what}: {error}", error) from error
     except out_of_memory_errors() as error:
         mm.soft_empty_cache()
         raise out_of_memory(
@@ -78,12 +90,17 @@ def load_for_node(label: str, what: str, fix: str, load: Callable[[], Any]) -> A
 
 def _load_stage(label: str, stage: int, model: str, source: str, dtype: str, offload: str) -> ModelHandle:
     device = mm.get_torch_device()
-    plan = offload_for(offload, device)
+    quantized = dtype not in DTYPES  # "8bit" / "4bit" (the node checked the choice against STAGE_DTYPES)
+    # Quantized weights stay where bitsandbytes made them: "auto" cannot follow --lowvram / --novram with
+    # offload, and an explicit offload is refused by load_if_stage (naming both inputs and the fix).
+    plan = "none" if quantized and offload == AUTO else offload_for(offload, device)
+    # A quantized UNet computes in what ComfyUI picks for a UNet here (fp16 on most GPUs, fp32 on the CPU).
+    compute = auto_unet_dtype(label, source, stage, device) if quantized or dtype == AUTO else dtype
     if dtype == AUTO:
-        dtype = auto_unet_dtype(label, source, stage, device)
+        dtype = compute
     if plan == "none":
         # Make room the way ComfyUI's own loaders do: unload what it holds, if needed.
-        needed = estimated_bytes(source, dtype, stage=stage, device=device)
+        needed = estimated_bytes(source, dtype, stage=stage, device=device, compute_dtype=compute)
         if needed:
             mm.free_memory(needed, device)
         mm.soft_empty_cache()
@@ -92,16 +109,28 @@ def _load_stage(label: str, stage: int, model: str, source: str, dtype: str, off
         loaded = load_for_node(
             label,
             f"model '{model}'",
-            "pick offload 'model' (or 'sequential'), fp16, or a smaller model",
+            "pick 4bit, or a smaller model"
+            if quantized
+            else "pick offload 'model' (or 'sequential'), fp16, or a smaller model",
             lambda: load_if_stage(
-                source, stage, device=device, dtype=dtype, offload=plan, should_stop=mm.processing_interrupted
+                source,
+                stage,
+                device=device,
+                dtype=dtype,
+                compute_dtype=compute,
+                offload=plan,
+                should_stop=mm.processing_interrupted,
             ),
         )
-        logger.info("%s: loaded '%s' in %s on %s (offload %s)", label, model, dtype_name(loaded.dtype), device, plan)
+        precision = dtype_name(loaded.dtype)
+        if quantized:
+            precision = f"{dtype} computing in {precision}"
+        logger.info("%s: loaded '%s' in %s on %s (offload %s)", label, model, precision, device, plan)
         return loaded
 
-    # With diffusers' offload hooks the weights move on their own; otherwise ComfyUI moves them.
-    handle = ModelHandle(label, load, release, pipeline_modules if plan == "none" else None)
+    # With diffusers' offload hooks the weights move on their own; otherwise ComfyUI moves them, except
+    # bitsandbytes' weights, which cannot be moved once quantized: ComfyUI neither offloads nor counts them.
+    handle = ModelHandle(label, load, release, pipeline_modules if plan == "none" and not quantized else None)
     handle.get()  # load now, so a missing model is reported by this node
     return handle
 
@@ -109,6 +138,17 @@ def _load_stage(label: str, stage: int, model: str, source: str, dtype: str, off
 def _stage_loader(stage: int, node_id: str, title: str, socket, hub_ids: tuple[str, ...], description: str):
     sources: ModelSources = (("diffusers", stage_folder_check(stage)),)
     names = dict(sources=sources, hub_ids=hub_ids, embedded=stage == 1, where=DIFFUSERS_WHERE)
+    dtypes = STAGE_DTYPES[stage]  # 8bit/4bit last, so saved workflows keep their choice's position
+    quantized_tip = (
+        " 8bit / 4bit (need the bitsandbytes package): the UNet's Linear layers (attention, text and time "
+        "embeddings: about a third of an IF UNet) stored in 8 or 4 bits (nf4); its convolutions and the "
+        "arithmetic stay in auto's dtype. So the UNet shrinks by only about 15-20 % (8bit) or 20-25 % (4bit) "
+        "next to fp16, 20-30 % next to fp32 on the CPU (where bf16 halves it and runs faster); images differ "
+        "slightly (4bit more). Only with offload auto or none (quantized weights cannot move), and ComfyUI does "
+        "not unload a quantized model to make room for others."
+        if len(dtypes) > len(DTYPES)
+        else ""
+    )
 
     class StageLoader(io.ComfyNode):
         @classmethod
@@ -134,10 +174,10 @@ def _stage_loader(stage: int, node_id: str, title: str, socket, hub_ids: tuple[s
                     ),
                     io.Combo.Input(
                         "dtype",
-                        options=list(DTYPES),
+                        options=list(dtypes),
                         default="auto",
                         tooltip="auto: what ComfyUI picks for a UNet on this device (fp16 on most GPUs, "
-                        "fp32 on the CPU; --fp16-unet, --bf16-unet and --fp32-unet decide it).",
+                        "fp32 on the CPU; --fp16-unet, --bf16-unet and --fp32-unet decide it)." + quantized_tip,
                     ),
                     io.Combo.Input(
                         "offload",
@@ -159,7 +199,7 @@ def _stage_loader(stage: int, node_id: str, title: str, socket, hub_ids: tuple[s
         @classmethod
         def execute(cls, model, dtype, offload) -> io.NodeOutput:
             label = node_label(cls)
-            check_choice(label, "dtype", dtype, DTYPES)
+            check_choice(label, "dtype", dtype, dtypes)
             check_choice(label, "offload", offload, (AUTO, *OFFLOADS))
             source = model_source(label, "model", model, **names)
             return io.NodeOutput(_load_stage(label, stage, model, source, dtype, offload))
@@ -194,7 +234,7 @@ LoadStageIII = _stage_loader(
     "prompt only and does not know the views.",
 )
 
-T5_NAMES = dict(sources=T5_SOURCES, hub_ids=(T5_HUB_ID,), embedded=True, where=T5_WHERE)
+T5_NAMES = dict(sources=T5_SOURCES, hub_ids=(T5_HUB_ID,), embedded=True, where=T5_WHERE, file_sources=T5_FILE_SOURCES)
 T5_DEVICES = ("default", "cpu")
 
 
@@ -206,15 +246,17 @@ class LoadTextEncoder(io.ComfyNode):
             display_name="T5 Text Encoder Loader (IF)",
             category=f"{CATEGORY}/loaders",
             description="Loads DeepFloyd IF's T5-XXL text encoder (4.5B parameters: fp16 about 11 GB, 8-bit about "
-            "8 GB, 4-bit less) from a folder with text_encoder/ and tokenizer/ (an IF-I model folder works) or a "
-            "Hugging Face id.",
+            "8 GB, 4-bit less) from a folder with text_encoder/ and tokenizer/ (an IF-I model folder works), the "
+            "single-file T5-XXL that Flux and SD3 use (t5xxl_fp16.safetensors, fp8 ones too) or a Hugging Face id.",
             inputs=[
                 io.Combo.Input(
                     "encoder",
-                    options=model_choices(T5_SOURCES, (T5_HUB_ID,), embedded=True),
-                    tooltip="A folder in ComfyUI/models/text_encoders or models/diffusers, or the listed Hugging Face "
-                    "id (downloaded on first use). Only listed models load. 'embedded: digits demo' is the tiny T5 "
-                    "of the pack's demo model (pair it with that Stage I).",
+                    options=model_choices(T5_SOURCES, (T5_HUB_ID,), embedded=True, file_sources=T5_FILE_SOURCES),
+                    tooltip="A folder in ComfyUI/models/text_encoders or models/diffusers, a T5-XXL .safetensors file "
+                    "in models/text_encoders (Flux / SD3's t5xxl_fp16 or fp8: the same T5 v1.1 XXL encoder IF uses; "
+                    "files are recognised by their contents, CLIP and umT5 files are not listed), or the listed "
+                    "Hugging Face id (downloaded on first use). Only listed models load. 'embedded: digits demo' is "
+                    "the tiny T5 of the pack's demo model (pair it with that Stage I).",
                 ),
                 io.Combo.Input(
                     "precision",
@@ -228,7 +270,9 @@ class LoadTextEncoder(io.ComfyNode):
                     "device",
                     options=list(T5_DEVICES),
                     default="default",
-                    tooltip="cpu keeps the encoder in system memory: slow, but uses no VRAM.",
+                    tooltip="default: where ComfyUI runs its own text encoders (the GPU; the CPU with --lowvram, "
+                    "--novram, --cpu or on GPUs whose fp16 ComfyUI does not use; --gpu-only forces the GPU). cpu "
+                    "keeps the encoder in system memory: slow, but uses no VRAM.",
                 ),
             ],
             outputs=[
@@ -248,10 +292,11 @@ class LoadTextEncoder(io.ComfyNode):
         check_choice(label, "precision", precision, (AUTO, *PRECISIONS))
         check_choice(label, "device", device, T5_DEVICES)
         source = model_source(label, "encoder", encoder, **T5_NAMES)
-        torch_device = mm.get_torch_device()
-        keep_on_cpu = device == "cpu" or torch_device.type == "cpu"
+        # Where ComfyUI runs its own text encoders (the CPU with --lowvram, --novram, --cpu), unless 'cpu' is asked.
+        run_device = text_encoder_device(device)
+        keep_on_cpu = run_device.type == "cpu"
         if precision == AUTO:
-            precision = auto_text_encoder_precision(torch.device("cpu") if keep_on_cpu else torch_device)
+            precision = auto_text_encoder_precision(run_device)
 
         def load():
             t5 = load_for_node(
@@ -261,16 +306,25 @@ class LoadTextEncoder(io.ComfyNode):
                 lambda: load_t5(
                     source,
                     precision=precision,
-                    device=torch_device,
+                    device=run_device,
                     keep_on_cpu=keep_on_cpu,
                     should_stop=mm.processing_interrupted,
+                    tokenizer_folders=if_tokenizer_folders(),  # for a single file: IF's tokenizer, or ComfyUI's
                 ),
             )
             logger.info("%s: loaded '%s' in %s on %s", label, encoder, t5.precision, t5.device)
+            if t5.tokenizer_source:  # a single file has no tokenizer of its own: say whose it uses
+                logger.info("%s: '%s' uses the T5 tokenizer in %s", label, encoder, t5.tokenizer_source)
             return t5
 
         # Quantized (bitsandbytes) weights cannot be moved; CPU-kept ones must not be.
         movable = precision in ("fp32", "fp16", "bf16") and not keep_on_cpu
-        handle = ModelHandle(label, load, release_t5, (lambda t5: {"encoder": t5.model}) if movable else None)
+        handle = ModelHandle(
+            label,
+            load,
+            release_t5,
+            (lambda t5: {"encoder": t5.model}) if movable else None,
+            offload_device=mm.text_encoder_offload_device,
+        )
         handle.get()
         return io.NodeOutput(handle)

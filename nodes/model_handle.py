@@ -39,8 +39,12 @@ class ModelHandle:
         load: Callable[[], Any],
         unload: Callable[[Any], None],
         managed_modules: Callable[[Any], dict[str, torch.nn.Module]] | None = None,
+        offload_device: Callable[[], torch.device] = mm.unet_offload_device,
     ):
         self.label = label
+        # Where ComfyUI parks the weights when another model needs the room: its UNet rule for the IF stages,
+        # its text-encoder rule for T5 (the CPU even with --highvram, as for ComfyUI's own text encoders).
+        self._offload_device = offload_device
         self._load = load
         self._unload = unload
         self._managed_modules = managed_modules
@@ -58,7 +62,7 @@ class ModelHandle:
                 self._patcher = comfy.model_patcher.ModelPatcher(
                     ComfyManaged(self._managed_modules(self._model)),
                     load_device=mm.get_torch_device(),
-                    offload_device=mm.unet_offload_device(),
+                    offload_device=self._offload_device(),
                 )
         return self._model
 

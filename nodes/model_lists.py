@@ -16,6 +16,10 @@ else from disk:
   it gets a validation error saying what is wrong with it.
 * **Names.** :func:`listed_folder` maps a name back to its folder only if the same listing produces it: no
   ``..``, no absolute path, nothing outside the roots but the symlinked folders the listing itself follows.
+* **Single files.** The T5 loader also lists single ``.safetensors`` files (Flux / SD3's ``t5xxl_fp16``) from
+  ComfyUI's own file listing of ``models/text_encoders`` (and the legacy ``models/clip``), keeping those whose
+  header holds a T5 v1.1 encoder (:func:`list_model_files`): one header read per file, redone only when the
+  file changes.
 
 No ComfyUI import: the loaders pass ComfyUI's roots in (``folder_paths.get_folder_paths``).
 """
@@ -33,6 +37,7 @@ from ..sampling.clip_models import is_clip_folder
 from ..sampling.glide_clip import is_glide_clip_folder
 from ..sampling.loading import ModelLoadError, detect_stage, read_json_object
 from ..sampling.model_errors import MAX_QUOTED_CHARS
+from ..sampling.t5_single_file import holds_t5_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +59,11 @@ _listings: dict[tuple, tuple[float, dict[str, Path]]] = {}
 #: A folder check: True if the folder holds a model of the loader's kind, False if it holds something else;
 #: raises ModelLoadError if the folder is broken (the message names the file and the problem).
 FolderCheck = Callable[[Path], bool]
+#: A file check: the same for a single weight file.
+FileCheck = Callable[[Path], bool]
+#: Each checked file's verdict, with the (size, mtime) it was made for: a header is read again only when the file
+#: changes, however often ComfyUI asks for the loader's list.
+_file_verdicts: dict[tuple[str, FileCheck], tuple[tuple[int, int], bool]] = {}
 
 
 # -- which folders hold which model -----------------------------------------------------------------
@@ -96,6 +106,17 @@ def clip_folder_check() -> FolderCheck:
         return is_clip_folder(folder)
 
     return holds_clip
+
+
+@functools.cache
+def t5_file_check() -> FileCheck:
+    """Single ``.safetensors`` files holding a T5 v1.1 encoder (Flux / SD3's t5xxl), judged by their header's
+    tensor names and shapes, never by the file name (ComfyUI's text_encoders folder also holds CLIPs, umT5...)."""
+
+    def holds_t5(path: Path) -> bool:
+        return path.name.endswith(".safetensors") and holds_t5_encoder(path)
+
+    return holds_t5
 
 
 def _check_json_objects(*paths: Path) -> None:
@@ -152,6 +173,35 @@ def _list_model_folders(roots: tuple[str, ...], holds_model: FolderCheck) -> dic
     return dict(sorted(found.items()))
 
 
+def list_model_files(files: Iterable[tuple[str, str | os.PathLike]], holds_model: FileCheck) -> dict[str, Path]:
+    """``{name: path}`` of the ``(name, path)`` files (ComfyUI's own listing of a folder type) that ``holds_model``
+    accepts, leaving out the weight files of model folders (a config.json beside them). Damaged files are left
+    out and logged once, like broken folders."""
+    found: dict[str, Path] = {}
+    for name, path in files:
+        path = Path(path)
+        if (path.parent / "config.json").is_file():
+            continue  # the weights of a model folder (ComfyUI lists files recursively): listed as that folder
+        try:
+            status = path.stat()
+        except OSError:  # vanished since ComfyUI listed it, or a dangling link
+            continue
+        stamp = (status.st_size, status.st_mtime_ns)
+        known = _file_verdicts.get((str(path), holds_model))
+        if known is not None and known[0] == stamp:
+            accepted = known[1]
+        else:
+            try:
+                accepted = holds_model(path)
+            except ModelLoadError as error:
+                _report_problem(path, str(error))
+                accepted = False
+            _file_verdicts[(str(path), holds_model)] = (stamp, accepted)
+        if accepted:
+            found.setdefault(name, path)
+    return found
+
+
 def _child_folders(folder: Path) -> list[tuple[str, Path]]:
     """(name, path) of the non-hidden folders (or links to folders) directly in ``folder``, sorted."""
     try:
@@ -179,27 +229,30 @@ def _folder_key(folder: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
-def _report_problem(folder: Path, problem: str) -> None:
-    _folder_problems[str(folder)] = problem
-    if (str(folder), problem) in _logged_problems:
+def _report_problem(location: Path, problem: str) -> None:
+    _folder_problems[str(location)] = problem
+    if (str(location), problem) in _logged_problems:
         return
-    _logged_problems.add((str(folder), problem))
+    _logged_problems.add((str(location), problem))
+    kind = "file" if location.is_file() else "folder"
     logger.warning(
-        "[Visual Anagrams] skipping the model folder %s: %s. The loaders list the other models; "
-        "fix or remove this folder to list it.",
-        folder,
+        "[Visual Anagrams] skipping the model %s %s: %s. The loaders list the other models; "
+        "fix or remove this %s to list it.",
+        kind,
+        location,
         problem,
+        kind,
     )
 
 
 def skipped_folder_problem(roots: Iterable[str | os.PathLike], name: str) -> str | None:
-    """Why the folder ``name`` under one of ``roots`` was left out of the lists, if it was."""
+    """Why the folder (or file) ``name`` under one of ``roots`` was left out of the lists, if it was."""
     if not is_plain_name(name):
         return None
     for root in roots:
         folder = Path(root) / name
         problem = _folder_problems.get(str(folder))
-        if problem is not None and folder.is_dir():
+        if problem is not None and folder.exists():
             return problem
     return None
 
@@ -234,7 +287,8 @@ def unlisted_message(
     if len(given) > MAX_QUOTED_CHARS:  # an API client may send anything: never echo a megabyte back
         given = given[: MAX_QUOTED_CHARS - 3] + "..."
     if problem is not None:
-        reason = f"that folder is broken ({problem})"
+        kind = "file" if isinstance(value, str) and value.endswith(".safetensors") else "folder"
+        reason = f"that {kind} is broken ({problem})"
     elif not isinstance(value, str):
         reason = f"a model name is text, not {type(value).__name__} data"
     else:

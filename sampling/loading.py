@@ -15,6 +15,12 @@ extractor. Stage III keeps its own small CLIP text encoder. Weights are read
 from safetensors only: pickled ``.bin``/``.pt`` files are refused, and every
 safetensors header is checked before diffusers reads the file.
 
+Stages I and II can also run with bitsandbytes-quantized UNets (dtype "8bit" or
+"4bit" nf4): every ``torch.nn.Linear`` of the UNet (attention projections, time,
+text and class embeddings: diffusers' default, which skips no module) becomes a
+bitsandbytes layer; convolutions and norms, most of an IF UNet's weights, stay
+in the compute dtype. See :func:`load_if_stage`.
+
 Every failure the user can fix raises :class:`ModelLoadError`, whose message
 names the path or id, what is wrong and what to do about it. No ComfyUI import:
 the nodes pass the torch device, the paths and the cancel check in.
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,16 +68,20 @@ from .model_folders import (
     read_json_object,
     stage_from_configs,
     try_read_json_object,
+    variant_of,
     weight_file_patterns,
     weight_files,
 )
-from .safetensors_headers import check_safetensors_files, safetensors_parameter_count
+from .safetensors_headers import check_safetensors_files, read_safetensors_header, safetensors_parameter_count
 from .scrubbing import scrub_secrets
+from .text import BITSANDBYTES_MESSAGE, bitsandbytes_problem, silence_bitsandbytes_cast_notices
 
 __all__ = [
     "DTYPES",
     "HUB_IDS",
     "OFFLOADS",
+    "QUANTIZED",
+    "STAGE_DTYPES",
     "T5_HUB_ID",
     "LoadCancelled",
     "LoadedStage",
@@ -88,7 +99,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "fp16", "bf16", "fp32")
+#: bitsandbytes' weight formats for Stage I and II UNets: LLM.int8() and 4-bit NormalFloat (nf4).
+QUANTIZED = ("8bit", "4bit")
+#: What each stage's loader accepts. Stage III (the x4 upscaler: a latent UNet, a VAE and a CLIP text
+#: encoder) is not quantized.
+STAGE_DTYPES = {1: (*DTYPES, *QUANTIZED), 2: (*DTYPES, *QUANTIZED), 3: DTYPES}
 OFFLOADS = ("none", "model", "sequential")
+#: bitsandbytes' 4-bit block: one absmax scale (fp32) per 64 weights, as diffusers' default config makes it.
+_NF4_BLOCK = 64
+#: The share of a DeepFloyd Hub model's UNet parameters assumed to be in Linear layers, for estimates made
+#: before its files are here (local folders are counted exactly). IF-shaped UNet2DConditionModels (IF's
+#: block types, 64-channel heads, T5-XXL's 4096-wide text projection) of 0.6 to 2.5 billion parameters
+#: hold 28 to 33 % of them in Linear layers; the lower figure errs towards freeing more memory.
+_HUB_LINEAR_SHARE = 0.25
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -104,6 +127,7 @@ class LoadedStage:
     dtype: torch.dtype
     offload: str
     variant: str | None = None  # the weight variant read ("fp16") or None for the default files
+    quantization: str | None = None  # "8bit" / "4bit": the UNet's Linear layers; ``dtype`` is the compute dtype
     _released: bool = field(default=False, repr=False)
 
     @property
@@ -120,17 +144,13 @@ class LoadedStage:
 
     @property
     def parameter_count(self) -> int:
-        """Exact number of parameters over every loaded module."""
-        return sum(p.numel() for module in self._modules() for p in module.parameters())
+        """Exact number of parameters over every loaded module (a 4-bit weight counts its unpacked shape)."""
+        return sum(_unpacked_numel(p) for module in self._modules() for p in module.parameters())
 
     @property
     def estimated_bytes(self) -> int:
-        """Bytes the weights (parameters and buffers) take where they live."""
-        return sum(
-            t.numel() * t.element_size()
-            for module in self._modules()
-            for t in (*module.parameters(), *module.buffers())
-        )
+        """Bytes the weights (parameters, buffers and quantization scales) take where they live."""
+        return sum(_weight_bytes(module) for module in self._modules())
 
     def _modules(self) -> list[torch.nn.Module]:
         return [m for m in self._live().components.values() if isinstance(m, torch.nn.Module)]
@@ -148,14 +168,20 @@ def load_if_stage(
     *,
     device: torch.device,
     dtype: str = "auto",
+    compute_dtype: str = "auto",
     offload: str = "none",
     should_stop: ShouldStop | None = None,
     hub_timeout: float | None = None,
 ) -> LoadedStage:
     """Load IF Stage ``stage`` (1, 2 or 3) from a local diffusers folder or a Hub id.
 
-    ``dtype`` is one of :data:`DTYPES` ("auto": fp16 on an accelerator, fp32 on
-    the CPU); fp16 prefers the repo's ``fp16`` weight variant when it has one.
+    ``dtype`` is one of :data:`STAGE_DTYPES` ``[stage]`` ("auto": fp16 on an accelerator,
+    fp32 on the CPU); fp16 prefers the repo's ``fp16`` weight variant when it has one.
+    "8bit" / "4bit" (Stages I and II, needs bitsandbytes) quantize the UNet's Linear
+    layers on ``device`` as they are placed there; everything else, and the arithmetic,
+    is in ``compute_dtype`` (a :data:`DTYPES` name, "auto" as above). Quantized weights
+    cannot be moved afterwards, so they take offload "none" only ("model" on the CPU,
+    where it is the same thing).
     ``offload`` is one of :data:`OFFLOADS`: "none" moves the pipeline to
     ``device``; "model" and "sequential" use diffusers' CPU offload towards
     ``device``. A Hub id is downloaded first: ``should_stop()`` (polled while it
@@ -165,8 +191,11 @@ def load_if_stage(
     if stage not in STAGES:
         raise ModelLoadError(f"unknown stage {stage!r}: DeepFloyd IF has stages 1, 2 and 3")
     device = torch.device(device)
-    torch_dtype = resolve_dtype(dtype, device)
-    _check_offload(offload, device)
+    quantization = _quantization(dtype, stage)
+    torch_dtype = resolve_dtype(compute_dtype if quantization else dtype, device)
+    _check_offload(offload, device, quantization)
+    if quantization is not None:
+        _check_bitsandbytes()
 
     location = resolve_source(source)
     hub_id = None if isinstance(location, Path) else location
@@ -197,15 +226,27 @@ def load_if_stage(
         pipeline.unet.requires_grad_(False)
         if pipeline.unet.dtype != torch_dtype:  # a diffusers that ignored the dtype argument
             pipeline.to(dtype=torch_dtype, silence_dtype_warnings=True)
-        _place(pipeline, stage, label, device, torch_dtype, offload)
-    return LoadedStage(
-        pipeline=pipeline, stage=stage, source=label, device=device, dtype=torch_dtype, offload=offload, variant=variant
-    )
+        loaded = LoadedStage(
+            pipeline=pipeline,
+            stage=stage,
+            source=label,
+            device=device,
+            dtype=torch_dtype,
+            # Quantized weights get no offload hooks: on the CPU "model" offload is "none" anyway.
+            offload="none" if quantization else offload,
+            variant=variant,
+            quantization=quantization,
+        )
+        _place(loaded)
+    return loaded
 
 
-def _place(pipeline, stage: int, label: str, device: torch.device, torch_dtype: torch.dtype, offload: str) -> None:
-    """Move the pipeline to ``device``, or set up its CPU offload towards it."""
+def _place(loaded: LoadedStage) -> None:
+    """Quantize the UNet onto the device, move the pipeline there, or set up its CPU offload towards it."""
+    pipeline, device, offload = loaded.pipeline, loaded.device, loaded.offload
     try:
+        if loaded.quantization is not None:
+            _quantize_linear_layers(loaded)
         if offload == "none":
             pipeline.to(device, silence_dtype_warnings=True)
         elif offload == "model":
@@ -213,11 +254,16 @@ def _place(pipeline, stage: int, label: str, device: torch.device, torch_dtype: 
         else:
             pipeline.enable_sequential_cpu_offload(device=device)
     except OUT_OF_MEMORY_ERRORS as error:
-        release(LoadedStage(pipeline, stage, label, device, torch_dtype, offload))
+        release(loaded)
         raise ModelLoadError(
-            f"not enough memory on {device} for the {STAGE_NAMES[stage]} model {label} in {dtype_name(torch_dtype)}"
+            f"not enough memory on {device} for the {STAGE_NAMES[loaded.stage]} model {loaded.source} in "
+            f"{_precision_label(loaded.quantization, loaded.dtype)}"
             f"{'' if offload == 'none' else f' with offload {offload!r}'}: free memory (unload other models), "
-            "pick offload 'model' (or 'sequential': least memory, slowest), fp16, or a smaller model"
+            + (
+                "pick 4bit, or a smaller model"
+                if loaded.quantization
+                else "pick offload 'model' (or 'sequential': least memory, slowest), fp16, or a smaller model"
+            )
         ) from error
 
 
@@ -264,6 +310,7 @@ def estimated_bytes(
     *,
     stage: int | None = None,
     device: torch.device | str = "cpu",
+    compute_dtype: str = "auto",
 ) -> int | None:
     """Approximate bytes a stage's weights take in ``dtype``, *before* loading it.
 
@@ -271,9 +318,14 @@ def estimated_bytes(
     the components the stage loads. Known Hub ids: DeepFloyd's published
     parameter counts. ``None`` when unknown (a broken folder included: the load
     reports what is wrong). ``dtype``: a torch dtype or one of :data:`DTYPES`
-    ("auto" resolved for ``device``).
+    ("auto" resolved for ``device``), or "8bit" / "4bit": the UNet's Linear weights
+    (2-D ``*.weight`` tensors in a folder's headers; an assumed share of a Hub
+    model's) at 1 byte + one fp32 scale per row, or half a byte + one fp32 scale
+    per 64 weights, the rest in ``compute_dtype``.
     """
-    element = element_size(dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, torch.device(device)))
+    quantization = dtype if dtype in QUANTIZED else None
+    chosen = compute_dtype if quantization else dtype
+    element = element_size(chosen if isinstance(chosen, torch.dtype) else resolve_dtype(chosen, torch.device(device)))
     location = resolve_source(source)
     if isinstance(location, Path):
         if not location.is_dir():
@@ -281,10 +333,22 @@ def estimated_bytes(
         stage = stage or detect_stage(location)
         if stage is None:
             return None
-        count = sum(safetensors_parameter_count(location / c) or 0 for c in STAGE_WEIGHT_COMPONENTS[stage])
-        return count * element or None
+        if quantization is None:
+            count = sum(safetensors_parameter_count(location / c) or 0 for c in STAGE_WEIGHT_COMPONENTS[stage])
+            return count * element or None
+        shapes = _tensor_shapes(location / "unet")
+        if shapes is None:
+            return None
+        others = sum(safetensors_parameter_count(location / c) or 0 for c in STAGE_WEIGHT_COMPONENTS[stage][1:])
+        return _quantized_bytes(shapes, quantization, element) + others * element
     count = HUB_PARAMETER_COUNTS.get(location)
-    return None if count is None else count * element
+    if count is None:
+        return None
+    if quantization is None:
+        return count * element
+    linear = count * _HUB_LINEAR_SHARE
+    per_weight = 1.0 if quantization == "8bit" else 0.5 + 4 / _NF4_BLOCK  # row scales: negligible at IF's widths
+    return int(linear * per_weight + (count - linear) * element)
 
 
 def stage_file_patterns(stage: int, variant: str | None) -> list[str]:
@@ -313,9 +377,17 @@ def _download_stage(repo_id: str, stage: int, torch_dtype: torch.dtype, should_s
     )
 
 
-def _check_offload(offload: str, device: torch.device) -> None:
+def _check_offload(offload: str, device: torch.device, quantization: str | None = None) -> None:
     if offload not in OFFLOADS:
         raise ModelLoadError(f"unknown offload {offload!r}: choose one of {', '.join(OFFLOADS)}")
+    # Offload moves the UNet between the CPU and the GPU (whole, or layer by layer through the meta device);
+    # bitsandbytes' quantized weights are made on one device and cannot follow.
+    if quantization is not None and (offload == "sequential" or (offload == "model" and device.type != "cpu")):
+        raise ModelLoadError(
+            f"dtype '{quantization}' cannot be used with offload '{offload}': bitsandbytes quantizes the UNet's "
+            f"weights on {device} and they cannot be moved to the CPU and back. Pick offload 'none' ({quantization} "
+            "already makes the UNet smaller), or dtype fp16/bf16 to keep offloading"
+        )
     # diffusers builds both offloads towards a CPU device. Model offload then runs
     # (its hooks move whole models CPU -> CPU, i.e. nothing); sequential offload
     # keeps the weights on "meta" and accelerate cannot bring them back onto
@@ -326,6 +398,151 @@ def _check_offload(offload: str, device: torch.device) -> None:
             "on the CPU, where accelerate cannot run it: pick offload 'none' (on the CPU 'model' works too, "
             "and is the same as 'none')"
         )
+
+
+def _quantization(dtype: str, stage: int) -> str | None:
+    """ "8bit" / "4bit" when ``dtype`` quantizes, None for a float dtype; refuses what ``stage`` does not take."""
+    if dtype in STAGE_DTYPES[stage]:
+        return dtype if dtype in QUANTIZED else None
+    if dtype in QUANTIZED:
+        raise ModelLoadError(
+            f"dtype '{dtype}' is for the Stage I and II UNets: the {STAGE_NAMES[stage]} model (the x4 upscaler) "
+            f"loads in {', '.join(DTYPES)} only"
+        )
+    raise ModelLoadError(f"unknown dtype {dtype!r}: choose one of {', '.join(STAGE_DTYPES[stage])}")
+
+
+def _check_bitsandbytes() -> None:
+    problem = bitsandbytes_problem()
+    if problem is not None:
+        raise ModelLoadError(f"{BITSANDBYTES_MESSAGE} ({problem})")
+
+
+def _quantize_linear_layers(loaded: LoadedStage) -> None:
+    """Replace every ``torch.nn.Linear`` of the UNet with a bitsandbytes layer quantized on ``loaded.device``.
+
+    What diffusers' ``BitsAndBytesConfig(load_in_8bit=True)`` / ``(load_in_4bit=True, bnb_4bit_quant_type="nf4")``
+    would make (the same layers, outlier threshold 6.0, no double quantization, no skipped module), done
+    here on the loaded UNet because diffusers' quantizer refuses to run without a GPU. Each layer is
+    quantized as it is placed, so the device never holds the full-precision Linear weights.
+    """
+    import bitsandbytes as bnb
+
+    silence_bitsandbytes_cast_notices()  # 8-bit matmuls in an fp32 / bf16 UNet: one notice per layer and call
+    unet, device, compute = loaded.pipeline.unet, loaded.device, loaded.dtype
+    try:
+        for parent in list(unet.modules()):
+            for name, layer in list(parent.named_children()):
+                if type(layer) is torch.nn.Linear:
+                    setattr(parent, name, _bitsandbytes_layer(bnb, layer, loaded.quantization, compute).to(device))
+    except OUT_OF_MEMORY_ERRORS:
+        raise
+    except Exception as error:  # noqa: BLE001 - a bitsandbytes without kernels for this device or platform
+        release(loaded)
+        raise ModelLoadError(
+            scrub_secrets(
+                f"{BITSANDBYTES_MESSAGE} (quantizing the {STAGE_NAMES[loaded.stage]} UNet of {loaded.source} to "
+                f"{loaded.quantization} on {device} failed: {type(error).__name__}: {first_line(error)})"
+            )
+        ) from error
+
+
+def _bitsandbytes_layer(bnb, layer: torch.nn.Linear, quantization: str, compute: torch.dtype) -> torch.nn.Module:
+    """``layer`` as a bitsandbytes layer holding its weights unquantized until it is moved to a device."""
+    bias = layer.bias is not None
+    weight = layer.weight.data
+    if quantization == "8bit":
+        quantized = bnb.nn.Linear8bitLt(
+            layer.in_features, layer.out_features, bias, has_fp16_weights=False, threshold=6.0, device="meta"
+        )
+        quantized.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+    else:
+        quantized = bnb.nn.Linear4bit(
+            layer.in_features,
+            layer.out_features,
+            bias,
+            compute_dtype=compute,
+            compress_statistics=False,
+            quant_type="nf4",
+            device="meta",
+        )
+        quantized.weight = bnb.nn.Params4bit(
+            weight,
+            requires_grad=False,
+            blocksize=_NF4_BLOCK,
+            compress_statistics=False,
+            quant_type="nf4",
+            module=quantized,
+        )
+        # On CPUs with AVX512-BF16 bitsandbytes repacks 4-bit weights on the first no-gradient forward, and
+        # its kernel for the repacked format breaks autograd (in-place bias add on a view) when anti-
+        # segregation later takes gradients through the UNet; it also fails on layers narrower than one
+        # 64-weight block (the T5 loader met that: sampling/text.py). The generic kernel does both.
+        quantized.support_avx512bf16_for_cpu = False
+    if bias:
+        quantized.bias = torch.nn.Parameter(layer.bias.data, requires_grad=False)
+    return quantized.requires_grad_(False).train(layer.training)
+
+
+def _precision_label(quantization: str | None, dtype: torch.dtype) -> str:
+    return f"{quantization} (computing in {dtype_name(dtype)})" if quantization else dtype_name(dtype)
+
+
+def _unpacked_numel(parameter: torch.Tensor) -> int:
+    quant_state = getattr(parameter, "quant_state", None)
+    return quant_state.shape.numel() if quant_state is not None else parameter.numel()
+
+
+def _weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of ``module``'s parameters and buffers, with bitsandbytes' per-row (8-bit) and per-block (4-bit) scales."""
+    total = 0
+    for part in module.modules():
+        for tensor in (*part.parameters(recurse=False), *part.buffers(recurse=False)):
+            total += tensor.numel() * tensor.element_size()
+        weight = getattr(part, "weight", None)
+        # 8-bit: the row scales sit on the weight until the first forward moves them to the layer's state.
+        scales = getattr(weight, "SCB", None)
+        if scales is None:
+            scales = getattr(getattr(part, "state", None), "SCB", None)
+        if scales is None:
+            scales = getattr(getattr(weight, "quant_state", None), "absmax", None)
+        if isinstance(scales, torch.Tensor):
+            total += scales.numel() * scales.element_size()
+    return total
+
+
+def _tensor_shapes(folder: Path) -> list[tuple[str, list[int]]] | None:
+    """(name, shape) of every tensor of one weight set of a component folder, from its safetensors headers."""
+    by_variant: dict[str | None, list[Path]] = {}
+    for path in weight_files(folder)[0]:
+        if path.name.endswith(".safetensors"):
+            by_variant.setdefault(variant_of(path.name), []).append(path)
+    if not by_variant:
+        return None
+    shapes = []
+    for path in by_variant.get(None) or next(iter(by_variant.values())):
+        try:
+            header = read_safetensors_header(path)
+        except ModelLoadError:
+            return None
+        shapes += [(name, entry["shape"]) for name, entry in header.items() if name != "__metadata__"]
+    return shapes
+
+
+def _quantized_bytes(shapes: list[tuple[str, list[int]]], quantization: str, element: int) -> int:
+    """Bytes of a UNet whose Linear weights (its 2-D ``*.weight`` tensors) are quantized, the rest ``element``-wide."""
+    total = 0
+    for name, shape in shapes:
+        count = math.prod(shape)
+        if name.endswith(".weight") and len(shape) == 2:
+            rows = shape[0]
+            if quantization == "8bit":
+                total += count + 4 * rows
+            else:
+                total += (count + 1) // 2 + 4 * math.ceil(count / _NF4_BLOCK)
+        else:
+            total += count * element
+    return total
 
 
 def _pipeline_class(stage: int):

@@ -1,8 +1,10 @@
 """DeepFloyd IF's T5 text encoder: loading it, and encoding one prompt per view.
 
 ``load_t5`` reads the T5-XXL encoder IF uses (from an IF-I folder's
-``text_encoder/`` + ``tokenizer/``, a plain transformers T5 folder, or a Hub id)
-in fp32/fp16/bf16 or, through bitsandbytes, 8-bit/4-bit. ``encode_prompts``
+``text_encoder/`` + ``tokenizer/``, a plain transformers T5 folder, a Hub id, or
+a single .safetensors file such as Flux's and SD3's ``t5xxl_fp16.safetensors``
+with a tokenizer folder: :mod:`.t5_single_file`) in fp32/fp16/bf16 or, through
+bitsandbytes, 8-bit/4-bit. ``encode_prompts``
 encodes exactly as diffusers' ``IFPipeline.encode_prompt(prompt,
 clean_caption=False)`` does, one prompt at a time as the paper's
 ``generate.py`` does, so embeddings match the published code bit for bit.
@@ -15,7 +17,6 @@ No ComfyUI import.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import logging
@@ -45,6 +46,7 @@ from .model_folders import (
 from .multiview import PromptEmbeddings
 from .safetensors_headers import check_safetensors_files, safetensors_parameter_count
 from .scrubbing import scrub_secrets
+from .t5_single_file import T5File, describe_t5_file, load_if_tokenizer, load_t5_file_model, load_t5_tokenizer
 
 __all__ = [
     "PRECISIONS",
@@ -79,6 +81,7 @@ _T5_WHERE = (
 )
 _T5_TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _BYTES_PER_PARAMETER = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "8bit": 1.1, "4bit": 0.6}
+_PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -90,7 +93,8 @@ class T5Encoder:
     device: torch.device
     precision: str
     source: str
-    variant: str | None = None
+    variant: str | None = None  # the weight set read: "fp16" for a folder's fp16 files; a single file's storage
+    tokenizer_source: str | None = None  # the tokenizer folder a single file's encoder uses
     _released: bool = field(default=False, repr=False)
 
     @property
@@ -128,6 +132,7 @@ def load_t5(
     keep_on_cpu: bool = False,
     should_stop: ShouldStop | None = None,
     hub_timeout: float | None = None,
+    tokenizer_folders: Sequence[str | os.PathLike] = (),
 ) -> T5Encoder:
     """Load IF's T5 encoder and tokenizer.
 
@@ -138,6 +143,12 @@ def load_t5(
     A Hub id is downloaded first: ``should_stop()`` (polled while it downloads)
     cancels with :class:`LoadCancelled`; ``hub_timeout`` seconds without an
     answer from the Hub fail (default :func:`.hub.hub_timeout`).
+
+    ``source`` may be a single .safetensors file holding the encoder (ComfyUI's
+    ``models/text_encoders/t5xxl_fp16.safetensors``, its fp8 versions, ...:
+    :func:`.t5_single_file.describe_t5_file`). Such a file has no tokenizer:
+    the first of ``tokenizer_folders`` that gives IF's token ids is used
+    (:func:`.t5_single_file.load_if_tokenizer`); folders and Hub ids ignore them.
     """
     device = torch.device(device)
     run_device = torch.device("cpu") if keep_on_cpu else device
@@ -155,17 +166,26 @@ def load_t5(
 
     wants_fp16 = precision in ("fp16", "8bit", "4bit")
     location = resolve_source(source)
-    if isinstance(location, Path):
-        folder, label = location, str(location)
+    t5_file = describe_t5_file(location) if _is_single_file(location) else None  # header only: fails fast
+    tokenizer_source = None
+    if t5_file is not None:
+        tokenizer, tokenizer_folder = load_if_tokenizer(tokenizer_folders)
+        tokenizer_source = str(tokenizer_folder)
+        label = str(location)
     else:
-        folder, label = _download_t5(location, wants_fp16, should_stop, hub_timeout), location
-    model_dir, tokenizer_dir = _check_t5_folder(folder)
-    preferred = "fp16" if wants_fp16 and has_variant_files(model_dir, "fp16") else None
-    variants = [preferred, None] if preferred else [None]
-
-    tokenizer = _load_tokenizer(tokenizer_dir)  # small: fails fast
+        if isinstance(location, Path):
+            folder, label = location, str(location)
+        else:
+            folder, label = _download_t5(location, wants_fp16, should_stop, hub_timeout), location
+        model_dir, tokenizer_dir = _check_t5_folder(folder)
+        preferred = "fp16" if wants_fp16 and has_variant_files(model_dir, "fp16") else None
+        variants = [preferred, None] if preferred else [None]
+        tokenizer = _load_tokenizer(tokenizer_dir)  # small: fails fast
     try:
-        model, variant = _load_model(model_dir, label, precision, run_device, variants)
+        if t5_file is not None:
+            model, variant = _load_file_model(t5_file, precision, run_device, should_stop), t5_file.storage
+        else:
+            model, variant = _load_model(model_dir, label, precision, run_device, variants)
         if not quantized:
             model.to(run_device)
     except OUT_OF_MEMORY_ERRORS as error:
@@ -176,7 +196,13 @@ def load_t5(
         ) from error
     model.eval()
     return T5Encoder(
-        tokenizer=tokenizer, model=model, device=run_device, precision=precision, source=label, variant=variant
+        tokenizer=tokenizer,
+        model=model,
+        device=run_device,
+        precision=precision,
+        source=label,
+        variant=variant,
+        tokenizer_source=tokenizer_source,
     )
 
 
@@ -272,7 +298,12 @@ def estimated_t5_bytes(source: str | os.PathLike, precision: str) -> int | None:
         raise ModelLoadError(f"unknown T5 precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     location = resolve_source(source)
     count = None
-    if isinstance(location, Path):
+    if _is_single_file(location):
+        try:
+            count = describe_t5_file(location).parameter_count  # header only
+        except ModelLoadError:
+            count = None  # the loader says what is wrong with the file
+    elif isinstance(location, Path):
         for folder in (location / "text_encoder", location):
             count = safetensors_parameter_count(folder)  # header-only count
             if count:
@@ -326,8 +357,8 @@ def _encode_one(t5: T5Encoder, text: str) -> torch.Tensor:
             "this part of the prompt was cut off, as IF reads only %d tokens: %s", MAX_PROMPT_TOKENS, removed
         )
     model = t5.model
-    with _quiet_bitsandbytes_casts():
-        states = model(tokens.input_ids.to(t5.device), attention_mask=tokens.attention_mask.to(t5.device))[0]
+    silence_bitsandbytes_cast_notices()
+    states = model(tokens.input_ids.to(t5.device), attention_mask=tokens.attention_mask.to(t5.device))[0]
     return states.to(dtype=model.dtype).to("cpu")
 
 
@@ -336,17 +367,14 @@ class _DropCastNotices(logging.Filter):
         return "inputs will be cast" not in record.getMessage()
 
 
-@contextlib.contextmanager
-def _quiet_bitsandbytes_casts():
-    """bitsandbytes logs one warning per 8-bit matmul when the unquantized layers
-    are fp32 (our CPU choice, for accuracy); the cast is intended, so hide the noise."""
-    bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
-    quiet = _DropCastNotices()
-    bnb_logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        bnb_logger.removeFilter(quiet)
+_DROP_CAST_NOTICES = _DropCastNotices()
+
+
+def silence_bitsandbytes_cast_notices() -> None:
+    """bitsandbytes logs one warning per 8-bit matmul and call whose inputs are not fp16 (the pack's fp32 or
+    bf16 layers around them, on the CPU: for accuracy), hundreds of lines per sampling step; the cast is
+    intended, so that one notice is dropped. ``addFilter`` keeps a single copy however often this runs."""
+    logging.getLogger("bitsandbytes.autograd._functions").addFilter(_DROP_CAST_NOTICES)
 
 
 def _check_t5_folder(folder: Path) -> tuple[Path, Path]:
@@ -392,10 +420,9 @@ def _check_t5_folder(folder: Path) -> tuple[Path, Path]:
     return model_dir, tokenizer_dir
 
 
-def _load_model(model_dir: Path, label: str, precision: str, device: torch.device, variants: list[str | None]):
-    from transformers import T5EncoderModel
-
-    kwargs = dict(use_safetensors=True)
+def _from_pretrained_kwargs(precision: str, device: torch.device) -> dict:
+    """``from_pretrained``'s dtype, and for 8-bit/4-bit its bitsandbytes config and device map."""
+    kwargs = {}
     dtype_key = transformers_dtype_kwarg()
     compute = torch.float32 if device.type == "cpu" else torch.float16
     if precision in ("8bit", "4bit"):
@@ -408,8 +435,14 @@ def _load_model(model_dir: Path, label: str, precision: str, device: torch.devic
         kwargs[dtype_key] = compute  # the layers bitsandbytes leaves unquantized
         kwargs["device_map"] = {"": _device_map_target(device)}
     else:
-        kwargs[dtype_key] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        kwargs[dtype_key] = _PRECISION_DTYPES[precision]
+    return kwargs
 
+
+def _load_model(model_dir: Path, label: str, precision: str, device: torch.device, variants: list[str | None]):
+    from transformers import T5EncoderModel
+
+    kwargs = dict(use_safetensors=True, **_from_pretrained_kwargs(precision, device))
     error = None
     for variant in variants:
         try:
@@ -422,35 +455,55 @@ def _load_model(model_dir: Path, label: str, precision: str, device: torch.devic
             if variant is not None and not isinstance(caught, (ImportError, RuntimeError)):
                 continue
             break
+    raise _load_failure(error, label, precision) from error
+
+
+def _load_file_model(t5_file: T5File, precision: str, device: torch.device, should_stop):
+    """The encoder of a single file, through ``from_pretrained`` with the folder loader's arguments."""
+    try:
+        model = load_t5_file_model(
+            t5_file,
+            weight_dtype=_PRECISION_DTYPES.get(precision),  # None for 8-bit/4-bit
+            should_stop=should_stop,
+            **_from_pretrained_kwargs(precision, device),
+        )
+    except (ModelLoadError, *OUT_OF_MEMORY_ERRORS):
+        raise
+    except Exception as error:  # noqa: BLE001 - classified as for a folder
+        raise _load_failure(error, str(t5_file.path), precision) from error
+    if precision == "4bit":
+        _avoid_packed_cpu_path_for_narrow_layers(model)
+    return model
+
+
+def _load_failure(error: BaseException, label: str, precision: str) -> ModelLoadError:
     if precision in ("8bit", "4bit") and not isinstance(error, OSError):  # file errors are not bitsandbytes' fault
-        raise ModelLoadError(
+        return ModelLoadError(
             scrub_secrets(
                 f"{BITSANDBYTES_MESSAGE} (loading {label} failed: {type(error).__name__}: {first_line(error)})"
             )
-        ) from error
-    raise ModelLoadError(
+        )
+    return ModelLoadError(
         scrub_secrets(f"could not load the T5 text encoder from {label}: {type(error).__name__}: {first_line(error)}")
-    ) from error
+    )
 
 
 def _avoid_packed_cpu_path_for_narrow_layers(model) -> None:
     """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weights on its first CPU forward,
-    and the repacking assumes at least one quantization block (64 inputs) per row: narrower layers
-    fail with "shape '[N, 0]' is invalid". T5-XXL's layers are 4096+ wide; the tiny T5 of the demo
-    model is 32 wide. Such layers keep bitsandbytes' generic CPU kernel."""
+    and the repacking assumes whole quantization blocks (64) in both the inputs and the outputs: narrower
+    layers fail with "shape '[N, 0]' is invalid". T5-XXL's layers are 4096+ wide; the tiny T5s of the demo
+    model and the tests are 32 wide. Such layers keep bitsandbytes' generic CPU kernel."""
     for module in model.modules():
         quant_state = getattr(getattr(module, "weight", None), "quant_state", None)
         if quant_state is None or not hasattr(module, "support_avx512bf16_for_cpu"):
             continue
-        if quant_state.shape[-1] % quant_state.blocksize:
+        if any(width % quant_state.blocksize for width in quant_state.shape):
             module.support_avx512bf16_for_cpu = False
 
 
 def _load_tokenizer(tokenizer_dir: Path):
-    from transformers import T5Tokenizer
-
     try:
-        return T5Tokenizer.from_pretrained(str(tokenizer_dir))
+        return load_t5_tokenizer(tokenizer_dir)
     except Exception as error:  # any failure of a checked folder is reported with the folder
         reason = f"{type(error).__name__}: {first_line(error)}"
         message = f"could not load the T5 tokenizer from {tokenizer_dir}: {reason}"
@@ -488,6 +541,11 @@ def _download_t5(repo_id: str, wants_fp16: bool, should_stop, hub_timeout) -> Pa
         timeout=hub_timeout,
         should_stop=should_stop,
     )
+
+
+def _is_single_file(location: Path | str) -> bool:
+    """A local file (or a missing path named like one), not a folder or a Hub id."""
+    return isinstance(location, Path) and (location.is_file() or location.suffix.lower() == ".safetensors")
 
 
 def _device_map_target(device: torch.device) -> str:

@@ -1,22 +1,30 @@
 """A real browser on the real ComfyUI frontend, for the canvas tests (tests/test_browser.py).
 
 Playwright (Python) drives Debian's ``chromium`` (``scripts/lib/env.sh`` installs it; Playwright's
-own browser download cannot run where the tests run) against the ComfyUI server of the
-``comfy_server`` fixture (tests/comfy_server.py)::
+own browser download cannot run where the tests run) against a ComfyUI test server
+(tests/comfy_test_server.py)::
 
     def test_something(page):              # the frontend, loaded, with an empty graph
         page.evaluate("() => app.graph._nodes.length")
         shoot(page, "something")            # test-artifacts/browser/something.png
 
-Fixtures (tests/conftest.py makes them available to every test module): ``browser`` (one chromium
-per session), ``comfy_page`` (one page on the server per module, reused: the frontend takes seconds
-to load), ``page`` (that page, reset for each test: empty graph, no dialog, console messages of this
-test only in ``page.console``) and ``fresh_page`` (a page of its own, in a new browser context, for
-tests about loading).
+Which frontend, and how it draws nodes, is the module-scoped ``ui`` fixture: :data:`FULL_SUITE_UI` unless
+a test asks for others with ``@on_uis(*UIS)`` (indirect parametrization). :data:`FRONTENDS` lists the
+frontends, :data:`MODES` the two ways of drawing nodes (the classic canvas, and Nodes 2.0, which renders
+each node as DOM); each frontend has a server of its own (``frontend_servers``), the mode is a user setting
+posted before a page opens. ``ui.server`` is that server's :class:`~comfy_client.ComfyClient`.
+
+Fixtures: ``browser`` (one chromium per session), ``frontend_servers`` (the servers of the module's
+frontends), ``ui`` (see above), ``comfy_page`` (one page per module and ui, reused: the frontend takes
+seconds to load), ``page`` (that page, reset for each test: empty graph, no dialog, console messages of
+this test only in ``page.console``) and ``fresh_page`` (a page of its own, in a new browser context, for
+tests about loading). tests/conftest.py makes most of them available to every test module; tests/test_browser.py
+imports ``ui`` and ``frontend_servers`` itself.
 
 Every test here skips, saying why, when ``playwright`` is not installed or no chromium is found
-(``VA_CHROMIUM`` names another binary). CI installs both, so there they run. tests/conftest.py marks every
-test using the ``browser`` fixture ``browser`` (and ``comfyui``: the page comes from the test server).
+(``VA_CHROMIUM`` names another binary), and a test on another frontend when that frontend is not
+installed. CI installs all of them, so there they run. tests/conftest.py marks every test using the
+``browser`` fixture ``browser`` (and ``comfyui``: the page comes from the test server).
 
 Waiting: CI runs on a busy 2-core machine, where the frontend can take many seconds to react. Tests
 wait on state (``wait_for_function``, locator waits, ``expect``, :func:`next_frames`) with generous
@@ -33,8 +41,12 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from comfy_client import ComfyClient
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "browser"
@@ -61,9 +73,69 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-#: Frontend settings for the test user: no first-run template dialog over the canvas, no minimap, and a
-#: double-click window (default 300 ms between the two presses' time stamps) a busy machine can keep to.
+#: Frontend settings for the test user: no first-run template dialog over the canvas (1.32's template browser,
+#: 1.58's templates and tour), no minimap, and a double-click window (default 300 ms between the two presses'
+#: time stamps) a busy machine can keep to.
 TEST_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Pointer.DoubleClickTime": 1000}
+
+#: Where scripts/lib/env.sh installs the frontends that do not come with ComfyUI (.cache is git-ignored).
+FRONTENDS_DIR = REPO / ".cache" / "frontends"
+#: The frontends the browser tests run on. None: the one ComfyUI's requirements pin, installed with them into the
+#: virtualenv (ComfyUI 0.3.75: 1.32.9). Any other key is a comfyui-frontend-package version that
+#: scripts/lib/env.sh installs on its own (pip install --no-deps --target) into the folder given; its test server
+#: serves that folder's comfyui_frontend_package/static (--front-end-root). 1.58.1 is the newest on PyPI.
+FRONTENDS: dict[str, Path | None] = {
+    "pinned-by-comfyui-0.3.75": None,
+    "1.58.1": FRONTENDS_DIR / "comfyui-frontend-package-1.58.1",
+}
+#: How the frontend draws nodes: LiteGraph on the canvas, or Nodes 2.0 (Vue components, each node DOM over the
+#: canvas). A user setting, so one server serves both: it is posted before a page opens.
+MODES = {"classic": False, "vue": True}
+VUE_NODES_SETTING = "Comfy.VueNodes.Enabled"
+
+
+@dataclass(frozen=True)
+class UI:
+    """A frontend (a key of :data:`FRONTENDS`) drawing nodes one way (a key of :data:`MODES`)."""
+
+    frontend: str
+    mode: str
+
+    def __str__(self) -> str:  # the test id
+        return f"{self.frontend}-{self.mode}"
+
+    @property
+    def vue(self) -> bool:
+        return MODES[self.mode]
+
+
+#: Every frontend in every mode; tests that must hold in each take ``@on_uis(*UIS)``.
+UIS = [UI(frontend, mode) for frontend in FRONTENDS for mode in MODES]
+#: Where the whole suite runs (the rest runs the focused tests only: CI time). ComfyUI 0.3.75 with the frontend its
+#: requirements pin, on the classic canvas: what a user of the ComfyUI the tests pin sees by default (Nodes 2.0 is
+#: off by default in both frontends), and a matched pair: 1.58.1 expects server routes 0.3.75 lacks (/api/jobs,
+#: so its queue panel cannot load), an artificial pairing no user of either gets. First in UIS, so pytest's
+#: grouping of the module's tests by ``ui`` puts its tests together with the focused tests' first group.
+FULL_SUITE_UI = UIS[0]
+
+
+def on_uis(*uis: UI):
+    """Run the test on each of these UIs (default: :data:`FULL_SUITE_UI` only)."""
+    return pytest.mark.parametrize("ui", uis, indirect=True, ids=str)
+
+
+def front_end_root(frontend: str) -> Path | None:
+    """The static folder a test server serves for ``frontend`` (None: ComfyUI's own); skips when not installed."""
+    folder = FRONTENDS[frontend]
+    if folder is None:
+        return None
+    static = folder / "comfyui_frontend_package" / "static"
+    if not (static / "index.html").is_file():
+        pytest.skip(
+            f"frontend {frontend} is not installed at {static} (bash scripts/test.sh installs it: "
+            f"pip install --no-deps --target {folder} comfyui-frontend-package=={frontend})"
+        )
+    return static
 
 
 def chromium_path() -> str | None:
@@ -143,9 +215,10 @@ class Console:
 
 
 def shoot(page, name: str, element=None) -> Path:
-    """A screenshot (of the page, or of one element or locator) kept in test-artifacts/browser/."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    """A screenshot (of the page, or of one element or locator) kept in test-artifacts/browser/ (``name`` may
+    name a folder there too)."""
     path = ARTIFACTS / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     (element or page).screenshot(path=str(path))
     return path
 
@@ -168,10 +241,12 @@ def mean_difference(a, b) -> float:
 # --------------------------------------------------------------------------- the frontend
 
 
-def open_frontend(browser, base_url: str):
-    """A new context and page on the frontend, once its app and graph exist; returns (context, page, console)."""
+def open_frontend(browser, base_url: str, vue: bool = False):
+    """A new context and page on the frontend, drawing nodes with Nodes 2.0 when ``vue`` (a user setting, posted
+    first), once its app and graph exist; returns (context, page, console)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+    post_settings(base_url, {VUE_NODES_SETTING: vue})
     context = browser.new_context(viewport=VIEWPORT)
     # Every locator action and wait without a timeout of its own (clicks, screenshots, expect) gets this one.
     context.set_default_timeout(STATE_TIMEOUT_MS)
@@ -187,6 +262,8 @@ def open_frontend(browser, base_url: str):
         page.wait_for_function(
             f"() => app.extensions.some(e => e.name === {json.dumps(EXTENSION_NAME)})", timeout=STATE_TIMEOUT_MS
         )
+    # The renderer follows the setting once the page has read it: never a Nodes 2.0 test on the classic canvas.
+    page.wait_for_function("(vue) => LiteGraph.vueNodesMode === vue", arg=vue, timeout=STATE_TIMEOUT_MS)
     page.console = console
     return context, page, console
 
@@ -263,6 +340,56 @@ def centre_on(page, node_id: int, margin=(360, 180)) -> None:
     next_frames(page)  # DOM widgets follow the canvas on its next draw
 
 
+#: The text boxes a node shows, as the page lays them out: on the classic canvas its widgets' own elements, in
+#: Nodes 2.0 the text areas of the node's DOM (1.58 names each widget's row, 1.32 labels the area with the widget's
+#: name). Each with the widget's name, the label the user reads above or in it (1.58's Nodes 2.0 shows the widget's
+#: label over the box; elsewhere the pack draws a header line inside the box, an SVG background read back here),
+#: the problem it is marked with, whether it is outlined, and where it is.
+TEXT_BOXES = r"""(id) => {
+    const node = app.graph.getNodeById(id);
+    const element = document.querySelector(`.lg-node[data-node-id="${id}"]`);
+    const boxes = element
+        ? [...element.querySelectorAll("textarea")].map(area =>
+            [area.closest("[data-widget-name]")?.dataset.widgetName ?? area.getAttribute("aria-label"), area])
+        : node.widgets.map(w => [w.name, w.element ?? w.inputEl])
+            .filter(([, area]) => area instanceof HTMLTextAreaElement);
+    const header = (area) => {
+        const svg = /^url\("data:image\/svg\+xml;utf8,(.*)"\)$/.exec(area.style.backgroundImage)?.[1];
+        if (!svg) return null;
+        const parsed = new DOMParser().parseFromString(decodeURIComponent(svg), "image/svg+xml");
+        return parsed.querySelector("text").textContent;
+    };
+    return boxes
+        .filter(([, area]) => area.isConnected && area.offsetParent !== null && area.getBoundingClientRect().height > 0)
+        .map(([name, area]) => {
+            const rect = area.getBoundingClientRect(), style = getComputedStyle(area);
+            const label = area.closest(".lg-node-widget")?.querySelector("label")?.textContent.trim() ?? header(area);
+            return {
+                name, label, problem: area.dataset.vaProblem ?? null,
+                outlined: style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0,
+                top: rect.top, bottom: rect.bottom,
+            };
+        });
+}"""
+
+
+def text_boxes(page, node_id: int) -> list[dict]:
+    """The text boxes the page shows for a node (see :data:`TEXT_BOXES`), top to bottom."""
+    return page.evaluate(TEXT_BOXES, node_id)
+
+
+#: Nodes 2.0: each named socket of a node's DOM, with the colour its dot is painted (computed, "rgb(...)").
+SLOT_DOT_COLOURS = """(id) => Object.fromEntries(
+    [...document.querySelectorAll(`.lg-node[data-node-id="${id}"] .lg-slot`)]
+    .map(slot => [slot.textContent.trim(), slot.querySelector(".slot-dot")])
+    .filter(([name, dot]) => name && dot)
+    .map(([name, dot]) => [name, getComputedStyle(dot).backgroundColor]))"""
+
+
+def slot_dot_colours(page, node_id: int) -> dict[str, str]:
+    return page.evaluate(SLOT_DOT_COLOURS, node_id)
+
+
 def post_settings(base_url: str, settings: dict) -> None:
     import urllib.request
 
@@ -320,15 +447,69 @@ def browser_fixture() -> Iterator:
             browser.close()
 
 
-@pytest.fixture(scope="session", name="frontend_url")
-def frontend_url_fixture(comfy_server) -> str:
-    post_settings(comfy_server.base_url, TEST_SETTINGS)
-    return comfy_server.base_url
+class FrontendServers:
+    """The test servers of a module's browser tests, one per frontend: ComfyUI's own frontend is the session's
+    ``comfy_server``; the others start on first use and stop at the module's end."""
+
+    def __init__(self, tmp_path_factory, comfy_server):
+        self.tmp_path_factory = tmp_path_factory
+        self.clients = {None: comfy_server}
+        post_settings(comfy_server.base_url, TEST_SETTINGS)
+
+    def server(self, frontend: str):
+        root = front_end_root(frontend)
+        if root not in self.clients:
+            from comfy_test_server import acquire_server
+
+            self.clients[root] = acquire_server(self.tmp_path_factory, root)
+            post_settings(self.clients[root].base_url, TEST_SETTINGS)
+        return self.clients[root]
+
+    def close(self) -> None:
+        from comfy_test_server import release_server
+
+        for root in self.clients:
+            if root is not None:
+                release_server(root)
+        self.clients = {}
+
+
+@pytest.fixture(scope="module", name="frontend_servers")
+def frontend_servers_fixture(tmp_path_factory, comfy_server) -> Iterator[FrontendServers]:
+    servers = FrontendServers(tmp_path_factory, comfy_server)
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+@dataclass(frozen=True)
+class FrontendUI:
+    """What the ``ui`` fixture gives a test: the UI and the ComfyClient of the server that serves its frontend."""
+
+    ui: UI
+    server: ComfyClient
+
+    @property
+    def vue(self) -> bool:
+        return self.ui.vue
+
+
+@pytest.fixture(scope="module", name="ui")
+def ui_fixture(request, frontend_servers) -> FrontendUI:
+    ui = getattr(request, "param", FULL_SUITE_UI)
+    return FrontendUI(ui, frontend_servers.server(ui.frontend))
+
+
+@pytest.fixture(scope="module", name="frontend_url")
+def frontend_url_fixture(ui) -> str:
+    """The URL of the module's frontend (its server's)."""
+    return ui.server.base_url
 
 
 @pytest.fixture(scope="module", name="comfy_page")
-def comfy_page_fixture(browser, frontend_url):
-    context, page, _ = open_frontend(browser, frontend_url)
+def comfy_page_fixture(browser, ui, frontend_url):
+    context, page, _ = open_frontend(browser, frontend_url, ui.vue)
     try:
         yield page
     finally:
@@ -344,8 +525,8 @@ def page_fixture(comfy_page):
 
 
 @pytest.fixture(name="fresh_page")
-def fresh_page_fixture(browser, frontend_url):
-    context, page, _ = open_frontend(browser, frontend_url)
+def fresh_page_fixture(browser, ui, frontend_url):
+    context, page, _ = open_frontend(browser, frontend_url, ui.vue)
     try:
         yield page
     finally:

@@ -2,8 +2,9 @@
 
 The harness is split by concern; this module gathers what tests import:
 
-    comfy_test_server.py   the server: base-directory layout, ComfyServer, one process per session,
-                           the ``comfy_server`` and ``comfyui_checkout`` fixtures
+    comfy_test_server.py   the server: base-directory layout, ComfyServer, one process per session (and
+                           per other frontend: acquire_server), the ``comfy_server`` and
+                           ``comfyui_checkout`` fixtures
     comfy_client.py        ComfyClient (HTTP), RunResult, ImageRef, PromptRejected, PromptFailed
     comfy_websocket.py     WsListener and WsMessage (the websocket stream)
     harness_nodes/va_harness_nodes.py   test-only ComfyUI nodes (HarnessSlowSteps)
@@ -59,10 +60,12 @@ from comfy_test_server import (
     HARNESS_NODES_FILE,
     HARNESS_NODES_PATH,
     ComfyServer,
+    acquire_server,
     comfy_server_fixture,
     comfyui_checkout_fixture,
     comfyui_dir,
     layout_base_dir,
+    release_server,
     skip_reason,
 )
 from comfy_websocket import (
@@ -111,6 +114,7 @@ __all__ = [
     "RunResult",
     "WsListener",
     "WsMessage",
+    "acquire_server",
     "comfy_server",
     "comfy_server_fixture",
     "comfyui_checkout",
@@ -121,5 +125,6 @@ __all__ = [
     "history_images",
     "layout_base_dir",
     "prepare_base_dir",
+    "release_server",
     "skip_reason",
 ]

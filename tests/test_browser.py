@@ -1,10 +1,16 @@
 """The pack in ComfyUI's canvas, in a real browser: the js/ extension and the example workflows.
 
-Debian's chromium, driven by Playwright, loads the real frontend (1.32.9) from the test server
+Debian's chromium, driven by Playwright, loads the real frontend from a test server
 (tests/comfy_server.py, tiny models installed) and does what a user does: searches and adds
 nodes, opens the examples from the template browser, queues one with the Run button, plays
 the illusion viewer, wires views to the prompt encoder. Screenshots go to
 test-artifacts/browser/ (tests/browser.py has the fixtures and helpers).
+
+The whole suite runs on ComfyUI 0.3.75's own frontend on the classic canvas (FULL_SUITE_UI); what
+the pack adds to the canvas (socket colours, the viewer, prompt pairing) and opening and running an
+example run on every frontend of FRONTENDS in both modes too (``@on_every_ui``). In Nodes 2.0 the
+nodes are DOM: the tests read what the user sees there from the DOM (the text boxes, their labels and
+marks, the warning banner, the sockets' dots) where on the classic canvas they read LiteGraph's state.
 """
 
 from __future__ import annotations
@@ -19,20 +25,29 @@ import torch
 from browser import (
     EXTENSION_NAME,
     EXTENSION_PATH,
+    FULL_SUITE_UI,
+    SLOT_DOT_COLOURS,
     STATE_TIMEOUT_MS,
+    TEXT_BOXES,
+    UIS,
     centre_on,
     fit_view,
+    frontend_servers_fixture,  # noqa: F401 (fixtures tests/conftest.py does not import)
     load_workflow,
     mean_difference,
     next_frames,
     nodes_of,
+    on_uis,
     orientation_picture,
     png,
     set_widgets,
     shoot,
+    slot_dot_colours,
+    text_boxes,
+    ui_fixture,  # noqa: F401
 )
 from pack import import_submodule
-from workflow_tools import TINY_MODELS, api_workflow, ui_workflow, widget_inputs, workflow_names
+from workflow_tools import TINY_MODELS, TINY_T5_FILES, api_workflow, ui_workflow, widget_inputs, workflow_names
 
 PACK_PREFIX = "VisualAnagrams"
 PREVIEW = "VisualAnagramsViewPreview"
@@ -50,6 +65,16 @@ CORE_TYPES = ("MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE")
 RUN_TIMEOUT_MS = 300_000
 
 views_module = import_submodule("views")
+
+#: The tests that must hold wherever a user works: on every frontend, in both modes.
+on_every_ui = on_uis(*UIS)
+#: The rest: on FULL_SUITE_UI only (named, so that every test of the module shares its page for that UI).
+full_suite_only = on_uis(FULL_SUITE_UI)
+
+
+def shot(ui, name: str) -> str:
+    """A screenshot's name: as it always was on FULL_SUITE_UI, in a folder per UI for the others."""
+    return name if ui.ui == FULL_SUITE_UI else f"{ui.ui}/{name}"
 
 
 def assert_no_console_errors_from_us(page, since: int = 0) -> None:
@@ -104,7 +129,8 @@ def click_run(page) -> None:
 # -- the page --------------------------------------------------------------------------------------
 
 
-def test_page_loads_the_extension_without_errors_and_colours_our_sockets(fresh_page):
+@on_every_ui
+def test_page_loads_the_extension_without_errors_and_colours_our_sockets(fresh_page, ui):
     page = fresh_page
     page.wait_for_function("() => app.graph._nodes.length > 0", timeout=STATE_TIMEOUT_MS)  # the default workflow
     next_frames(page, 60)  # canvas frames over the default workflow: our draw hooks run on every one
@@ -122,7 +148,29 @@ def test_page_loads_the_extension_without_errors_and_colours_our_sockets(fresh_p
     assert all(colours[t][0] and colours[t][0] == colours[t][1] for t in OUR_COLOURS), colours
     assert len(ours) == len(OUR_COLOURS)  # one colour per type
     assert all(colours[t][0] and colours[t][0] not in ours for t in CORE_TYPES), colours
-    shoot(page, "page-default-workflow")
+    shoot(page, shot(ui, "page-default-workflow"))
+    if ui.vue:
+        # Nodes 2.0 paints each socket's dot from a CSS variable per type: ours have our colours there too.
+        encoder = page.evaluate(
+            "(type) => { const n = LiteGraph.createNode(type); n.pos = [700, 100]; app.graph.add(n); return n.id; }",
+            ENCODER,
+        )
+        expected = page.evaluate(
+            """(id) => { const n = app.graph.getNodeById(id);
+                return Object.fromEntries([...n.inputs, ...n.outputs].filter(slot => !slot.widget)
+                    .map(slot => [slot.label || slot.name, LGraphCanvas.link_type_colors[slot.type]])); }""",
+            encoder,
+        )
+        rgb = {name: "rgb({}, {}, {})".format(*bytes.fromhex(colour[1:])) for name, colour in expected.items()}
+        page.wait_for_function(
+            f"([id, names]) => names.every(name => name in ({SLOT_DOT_COLOURS})(id))",
+            arg=[encoder, list(rgb)],
+            timeout=STATE_TIMEOUT_MS,
+        )
+        dots = slot_dot_colours(page, encoder)
+        assert {name: dots[name] for name in rgb} == rgb, dots
+        centre_on(page, encoder)
+        shoot(page, shot(ui, "page-sockets"))
     assert_no_console_errors_from_us(page)
 
 
@@ -179,8 +227,9 @@ def open_node_search(page, clicks: int = 12) -> None:
     raise AssertionError(f"{clicks} clicks on the empty canvas, and LiteGraph counted no two as a double-click")
 
 
-def test_every_node_is_found_by_the_node_search_and_added_with_its_widgets(page, comfy_server):
-    info = comfy_server.object_info()
+@full_suite_only
+def test_every_node_is_found_by_the_node_search_and_added_with_its_widgets(page, ui):
+    info = ui.server.object_info()
     pack_nodes = sorted(name for name in info if name.startswith(PACK_PREFIX))
     assert len(pack_nodes) == 11 + len(views_module.VIEW_CLASSES)
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
@@ -236,65 +285,66 @@ def serialized_nodes(page) -> dict:
     )
 
 
-VISIBLE_PROMPT_BOXES = """(id) => app.graph.getNodeById(id).widgets
-    .filter(w => /^prompt_/.test(w.name))
-    .filter(w => {
-        const r = w.inputEl.getBoundingClientRect();
-        return w.inputEl.offsetParent !== null && r.height > 0;
-    })
-    .map(w => w.name)"""
-
-
-def visible_prompt_boxes(page, node_id: int) -> list[str]:
+def prompt_boxes(page, node_id: int) -> list[str]:
     """Names of the encoder's prompt widgets whose text box the page shows (a real layout box)."""
-    return page.evaluate(VISIBLE_PROMPT_BOXES, node_id)
+    return [box["name"] for box in text_boxes(page, node_id) if box["name"].startswith("prompt_")]
 
 
 def assert_prompt_boxes(page, node_id: int, expected: list[str]) -> None:
     """The page shows exactly these prompt boxes, once the frontend has laid them out (DOM widgets follow the
-    canvas's draws, which come late on a busy machine)."""
+    canvas's draws, which come late on a busy machine; Nodes 2.0 re-renders on its own schedule)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
     with contextlib.suppress(PlaywrightTimeoutError):  # the assertion below says what the page shows instead
         page.wait_for_function(
-            f"([id, expected]) => JSON.stringify(({VISIBLE_PROMPT_BOXES})(id)) === JSON.stringify(expected)",
+            f"""([id, expected]) => JSON.stringify(({TEXT_BOXES})(id).map(b => b.name)
+                .filter(n => n.startsWith("prompt_"))) === JSON.stringify(expected)""",
             arg=[node_id, expected],
             timeout=STATE_TIMEOUT_MS,
         )
-    assert visible_prompt_boxes(page, node_id) == expected
+    assert prompt_boxes(page, node_id) == expected
 
 
-@pytest.mark.parametrize("name", workflow_names())
-def test_example_opens_from_the_template_browser_with_every_node_and_widget(page, name):
+def open_example_from_the_template_browser(page, name: str) -> dict:
+    """Open an example from the template browser, as a user does, and check it opened whole: every node with
+    its widget values, no dialog left, a prompt box per view. Returns its UI workflow."""
     from playwright.sync_api import expect
 
-    ui = ui_workflow(name)
+    workflow = ui_workflow(name)
     page.get_by_role("button", name="Templates").first.click()
     page.get_by_text("comfyui-visual-anagrams", exact=True).first.click()
     page.get_by_test_id(f"template-workflow-{name}").click()
-    page.wait_for_function("(n) => app.graph._nodes.length === n", arg=len(ui["nodes"]), timeout=STATE_TIMEOUT_MS)
+    page.wait_for_function("(n) => app.graph._nodes.length === n", arg=len(workflow["nodes"]), timeout=STATE_TIMEOUT_MS)
     # No dialog left open: the template browser closed and no "missing nodes" dialog came up.
     expect(page.locator(".p-dialog:visible")).to_have_count(0, timeout=STATE_TIMEOUT_MS)
     loaded = serialized_nodes(page)  # by node id, as a string
-    assert {key: node["type"] for key, node in loaded.items()} == {str(n["id"]): n["type"] for n in ui["nodes"]}
+    assert {key: node["type"] for key, node in loaded.items()} == {str(n["id"]): n["type"] for n in workflow["nodes"]}
     registered = page.evaluate(
         "(types) => types.filter(t => !LiteGraph.registered_node_types[t])",
-        sorted({node["type"] for node in ui["nodes"]}),
+        sorted({node["type"] for node in workflow["nodes"]}),
     )
     assert registered == [], f"node types the frontend does not know: {registered}"
-    for node in ui["nodes"]:
+    for node in workflow["nodes"]:
         values = loaded[str(node["id"])]["widgets_values"]
         assert values == node["widgets_values"], f"node {node['id']} ({node['type']}) widgets"
     # The prompt encoder shows one prompt box per view of the example (DOM widgets show only
     # while their node is on screen: the whole graph is, once fitted).
     fit_view(page)
     (encoder,) = nodes_of(page, ENCODER)
-    views = sum(node["type"].startswith("VisualAnagramsView_") for node in ui["nodes"])
+    views = sum(node["type"].startswith("VisualAnagramsView_") for node in workflow["nodes"])
     assert_prompt_boxes(page, encoder, [f"prompt_{k}" for k in range(1, views + 1)])
+    return workflow
+
+
+@full_suite_only
+@pytest.mark.parametrize("name", workflow_names())
+def test_example_opens_from_the_template_browser_with_every_node_and_widget(page, name):
+    open_example_from_the_template_browser(page, name)
     shoot(page, f"example-{name}")
     assert_no_console_errors_from_us(page, page.console_mark)
 
 
+@full_suite_only
 @pytest.mark.parametrize("name", workflow_names())
 def test_graph_to_prompt_turns_the_ui_example_into_its_api_twin(page, name):
     load_workflow(page, ui_workflow(name))
@@ -306,9 +356,9 @@ def test_graph_to_prompt_turns_the_ui_example_into_its_api_twin(page, name):
 # -- running from the UI --------------------------------------------------------------------------------
 
 
-def test_queueing_the_flip_example_from_the_ui_shows_the_illusion_in_the_viewer(page, comfy_server):
-    ui = ui_workflow("flip")
-    load_workflow(page, ui)
+@on_every_ui
+def test_the_flip_example_opened_from_the_templates_and_queued_shows_the_illusion_in_the_viewer(page, ui):
+    workflow = open_example_from_the_template_browser(page, "flip")
     set_widgets(page, "VisualAnagramsLoadStageI", {"model": "tiny-IF-I"})
     set_widgets(page, "VisualAnagramsLoadStageII", {"model": "tiny-IF-II"})
     set_widgets(page, "VisualAnagramsLoadT5", {"encoder": "tiny-t5"})
@@ -320,7 +370,7 @@ def test_queueing_the_flip_example_from_the_ui_shows_the_illusion_in_the_viewer(
     seen = wait_for_first_playthrough(page, preview)
     data = wait_for_viewer(page, preview)
 
-    encoder = next(node for node in ui["nodes"] if node["type"] == ENCODER)
+    encoder = next(node for node in workflow["nodes"] if node["type"] == ENCODER)
     style, first, second = encoder["widgets_values"][:3]
     (stage_1,) = [n["inputs"] for n in api_workflow("flip").values() if n["class_type"] == "VisualAnagramsStageI"]
     candidates = stage_1["candidates"]
@@ -331,24 +381,29 @@ def test_queueing_the_flip_example_from_the_ui_shows_the_illusion_in_the_viewer(
     assert page.evaluate("(id) => app.graph.getNodeById(id).vaViewer.picture.naturalWidth", preview) == 256
     # New results play by themselves, into the view.
     assert seen["playing"] is True and seen["progress"] > 0.2, seen
-    comfy_server.wait_idle(timeout=RUN_TIMEOUT_MS / 1000)
+    ui.server.wait_idle(timeout=RUN_TIMEOUT_MS / 1000)
     # The savers downstream show their images too (the frontend keeps each node's last outputs).
     savers = nodes_of(page, "SaveImage") + nodes_of(page, "SaveAnimatedWEBP")
     page.wait_for_function(
         "(ids) => ids.every(id => app.nodeOutputs?.[String(id)]?.images?.length)", arg=savers, timeout=STATE_TIMEOUT_MS
     )
+    # Once played through, the viewer rests on the picture.
+    page.wait_for_function(
+        "(id) => !app.graph.getNodeById(id).vaViewer.state().playing", arg=preview, timeout=STATE_TIMEOUT_MS
+    )
     centre_on(page, preview)
     stage = page.locator(".va-stage").first
     picture = png(stage.screenshot())
     assert np.asarray(picture, dtype=np.float32).std() > 10  # a picture, not an empty white square
-    shoot(page, "flip-run")
+    shoot(page, shot(ui, "flip-run"))
     # The other candidate of the batch is one click away.
     page.locator(".va-next").first.click()
     assert viewer_state(page, preview)["image"] == 1
     assert_no_console_errors_from_us(page, page.console_mark)
 
 
-def test_queueing_pick_best_from_the_ui_saves_the_best_two_with_their_scores(page, comfy_server):
+@full_suite_only
+def test_queueing_pick_best_from_the_ui_saves_the_best_two_with_their_scores(page, ui):
     """The Illusion Score on the canvas: the tiny CLIP ranks Stage I's 8 candidates, Stage II refines the best 2,
     and the savers show those 2 illusions and the 2 picks captioned with their scores."""
     load_workflow(page, ui_workflow("pick_best"))
@@ -362,7 +417,7 @@ def test_queueing_pick_best_from_the_ui_saves_the_best_two_with_their_scores(pag
     click_run(page)
     data = wait_for_viewer(page, preview)
     assert len(data["images"]) == 2  # the picks, refined
-    comfy_server.wait_idle(timeout=RUN_TIMEOUT_MS / 1000)
+    ui.server.wait_idle(timeout=RUN_TIMEOUT_MS / 1000)
     # Each saver by the node it saves, with the number of pictures the frontend shows on it.
     shown = page.evaluate(
         """(ids) => Object.fromEntries(ids.map(id => [
@@ -377,6 +432,34 @@ def test_queueing_pick_best_from_the_ui_saves_the_best_two_with_their_scores(pag
     assert_no_console_errors_from_us(page, page.console_mark)
 
 
+@full_suite_only
+@pytest.mark.parametrize("variant", list(TINY_T5_FILES))
+def test_a_single_file_t5_picked_on_the_canvas_drives_the_run(page, ui, variant):
+    """Flux / SD3's T5 file, as a user with one would pick it: listed in the T5 loader's combo, chosen there, and
+    the flip example runs through it to the viewer (fp16 from models/text_encoders, scaled fp8 from models/clip)."""
+    name = TINY_T5_FILES[variant]
+    load_workflow(page, ui_workflow("flip"))
+    (loader,) = nodes_of(page, "VisualAnagramsLoadT5")
+    options = page.evaluate(
+        "(id) => app.graph.getNodeById(id).widgets.find(w => w.name === 'encoder').options.values", loader
+    )
+    assert name in options
+    set_widgets(page, "VisualAnagramsLoadStageI", {"model": "tiny-IF-I"})
+    set_widgets(page, "VisualAnagramsLoadStageII", {"model": "tiny-IF-II"})
+    set_widgets(page, "VisualAnagramsLoadT5", {"encoder": name})
+    set_widgets(page, "VisualAnagramsStageI", {"steps": 1})
+    set_widgets(page, "VisualAnagramsStageII", {"steps": 1})
+    set_widgets(page, PREVIEW, {"frames_per_view": 4})
+    (preview,) = nodes_of(page, PREVIEW)
+    mark = ui.server.log_mark()
+    click_run(page)
+    data = wait_for_viewer(page, preview)
+    assert [view["name"] for view in data["views"]] == ["identity", "flip"] and data["images"]
+    ui.server.wait_idle(timeout=RUN_TIMEOUT_MS / 1000)
+    assert f"T5 Text Encoder Loader (IF): loaded '{name}'" in ui.server.log_text(since=mark)
+    assert_no_console_errors_from_us(page, page.console_mark)
+
+
 #: The embedded digits model's examples run from the canvas, and the Stage I settings each shows there.
 DIGITS_RUNS = {
     "digits_mtl": {"rectify": True, "anti_segregation": True, "anti_segregation_step": 5.0},
@@ -384,8 +467,9 @@ DIGITS_RUNS = {
 }
 
 
+@full_suite_only
 @pytest.mark.parametrize("name", list(DIGITS_RUNS))
-def test_queueing_a_digits_example_from_the_ui_runs_it_on_the_embedded_model(page, comfy_server, name):
+def test_queueing_a_digits_example_from_the_ui_runs_it_on_the_embedded_model(page, ui, name):
     """The embedded digits model run from the canvas: with Anagram-MTL's rectify and anti-segregation on
     (digits_mtl), and from the handwritten 2 its LoadImage shows (digits_from_picture)."""
     load_workflow(page, ui_workflow(name))
@@ -406,7 +490,7 @@ def test_queueing_a_digits_example_from_the_ui_runs_it_on_the_embedded_model(pag
     data = wait_for_viewer(page, preview)
     assert [view["name"] for view in data["views"]] == ["identity", "flip"]
     assert len(data["images"]) == 1
-    comfy_server.wait_idle(timeout=RUN_TIMEOUT_MS / 1000)
+    ui.server.wait_idle(timeout=RUN_TIMEOUT_MS / 1000)
     assert_no_console_errors_from_us(page, page.console_mark)
 
 
@@ -424,8 +508,14 @@ def build_viewer_graph(page, picture_name: str) -> dict:
             const add = (type, x, y) => {
                 const n = LiteGraph.createNode(type); n.pos = [x, y]; app.graph.add(n); return n;
             };
+            // As a user sets them: through the widget's callback too, which Nodes 2.0 (1.32) shows values from.
+            const set = (node, name, value) => {
+                const widget = node.widgets.find(w => w.name === name);
+                widget.value = value;
+                widget.callback?.(value);
+            };
             const image = add("LoadImage", 0, 0);
-            image.widgets.find(w => w.name === "image").value = picture;
+            set(image, "image", picture);
             let previous = null;
             const chain = views.map((name, i) => {
                 const node = add(`VisualAnagramsView_${name}`, 0, 420 + 90 * i);
@@ -434,18 +524,18 @@ def build_viewer_graph(page, picture_name: str) -> dict:
                 return node;
             });
             const t5 = add("VisualAnagramsLoadT5", 380, 0);
-            t5.widgets.find(w => w.name === "encoder").value = "tiny-t5";
+            set(t5, "encoder", "tiny-t5");
             const encoder = add("VisualAnagramsPromptEncoder", 380, 160);
             t5.connect(0, encoder, 0);
             previous.connect(0, encoder, 1);
-            encoder.widgets.find(w => w.name === "style").value = style;
-            prompts.forEach((text, i) => { encoder.widgets.find(w => w.name === `prompt_${i + 1}`).value = text; });
+            set(encoder, "style", style);
+            prompts.forEach((text, i) => set(encoder, `prompt_${i + 1}`, text));
             const preview = add("VisualAnagramsViewPreview", 840, 0);
             image.connect(0, preview, 0);
             previous.connect(0, preview, 1);
             encoder.connect(0, preview, 2);
-            preview.widgets.find(w => w.name === "frames_per_view").value = 8;
-            preview.widgets.find(w => w.name === "hold_frames").value = 0;
+            set(preview, "frames_per_view", 8);
+            set(preview, "hold_frames", 0);
             preview.setSize([400, 560]);
             app.canvas.setDirty(true, true);
             return {preview: preview.id, encoder: encoder.id, views: chain.map(n => n.id)};
@@ -473,14 +563,15 @@ def expected_view(picture, name: str):
     return Image.fromarray(((shown.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
 
 
-def test_viewer_plays_each_view_exactly_and_captions_it_with_its_prompt(page, comfy_server):
+@on_every_ui
+def test_viewer_plays_each_view_exactly_and_captions_it_with_its_prompt(page, ui):
     picture = orientation_picture(256)
-    picture.save(comfy_server.input_dir / "va_orientation.png")
+    picture.save(ui.server.input_dir / "va_orientation.png")
     ids = build_viewer_graph(page, "va_orientation.png")
     preview = ids["preview"]
     click_run(page)
     data = wait_for_viewer(page, preview)
-    comfy_server.wait_idle(timeout=RUN_TIMEOUT_MS / 1000)
+    ui.server.wait_idle(timeout=RUN_TIMEOUT_MS / 1000)
     assert [view["mode"] for view in data["views"]] == ["still", "css", "css", "css", "frames"]
     (sprite,) = data["views"][4]["sprites"]
     assert sprite["frames"] == 8 and sprite["columns"] * sprite["rows"] >= 8
@@ -511,7 +602,7 @@ def test_viewer_plays_each_view_exactly_and_captions_it_with_its_prompt(page, co
     chips.nth(0).click()
     rest_state = settle(0)
     rest = png(stage.screenshot())
-    shoot(page, "viewer-rest", stage)
+    shoot(page, shot(ui, "viewer-rest"), stage)
     assert rest_state["caption"] == captions[0]
     assert page.locator(".va-caption-text").first.inner_text() == captions[0]
     assert mean_difference(stage_picture(rest, fraction, 256), picture) < 12
@@ -521,7 +612,7 @@ def test_viewer_plays_each_view_exactly_and_captions_it_with_its_prompt(page, co
         chips.nth(index).click()
         state = settle(index)
         shown = png(stage.screenshot())
-        shoot(page, f"viewer-view-{index + 1}-{name}", stage)
+        shoot(page, shot(ui, f"viewer-view-{index + 1}-{name}"), stage)
         assert state["caption"] == captions[index]
         assert page.locator(".va-caption-text").first.inner_text() == captions[index]
         seen, expected = stage_picture(shown, fraction, 256), expected_view(picture, name)
@@ -548,7 +639,7 @@ def test_viewer_plays_each_view_exactly_and_captions_it_with_its_prompt(page, co
         )
         next_frames(page)
         middle = png(stage.screenshot())
-        shoot(page, f"viewer-middle-{VIEWER_VIEWS[index]}", stage)
+        shoot(page, shot(ui, f"viewer-middle-{VIEWER_VIEWS[index]}"), stage)
         drawn = page.evaluate("() => getComputedStyle(document.querySelector('.va-frames')).visibility")
         assert drawn == ("visible" if data["views"][index]["mode"] == "frames" else "hidden")
         assert mean_difference(middle, rest) > 8 and mean_difference(middle, end) > 8, VIEWER_VIEWS[index]
@@ -562,7 +653,7 @@ def test_viewer_plays_each_view_exactly_and_captions_it_with_its_prompt(page, co
         arg=preview,
         timeout=STATE_TIMEOUT_MS,
     )
-    shoot(page, "viewer-node")
+    shoot(page, shot(ui, "viewer-node"))
 
     # Removing the node stops the viewer: no animation frame left running.
     page.evaluate(
@@ -579,14 +670,61 @@ def test_viewer_plays_each_view_exactly_and_captions_it_with_its_prompt(page, co
 # -- pairing on the prompt encoder -------------------------------------------------------------------
 
 
-def test_prompt_encoder_shows_a_prompt_box_per_wired_view_and_marks_mismatches(page):
+#: What the page shows of a node's text boxes, in a form to compare: [name, label (lower case), problem, outlined].
+SHOWN_BOXES = f"(id) => ({TEXT_BOXES})(id).map(b => [b.name, b.label?.toLowerCase() ?? null, b.problem, b.outlined])"
+
+
+def assert_boxes_shown(page, node_id: int, expected: list[tuple[str, str, str | None]]) -> None:
+    """The page shows exactly these text boxes for the node, top to bottom: (widget, the label read over or in the
+    box, the problem it is marked with, None for none), and outlines exactly the marked ones."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    wanted = [[name, label.lower(), problem, problem is not None] for name, label, problem in expected]
+    with contextlib.suppress(PlaywrightTimeoutError):  # the assertion below says what the page shows instead
+        page.wait_for_function(
+            f"([id, wanted]) => JSON.stringify(({SHOWN_BOXES})(id)) === JSON.stringify(wanted)",
+            arg=[node_id, wanted],
+            timeout=STATE_TIMEOUT_MS,
+        )
+    assert page.evaluate(SHOWN_BOXES, node_id) == wanted
+
+
+#: Nodes 2.0: the warning banner under a node's DOM, as the page shows it ("" when there is none).
+SHOWN_WARNING = """(id) => {
+    const banner = document.querySelector(`.lg-node[data-node-id="${id}"] > .va-pairing-warning`);
+    return banner && banner.getBoundingClientRect().height > 0 ? banner.textContent : "";
+}"""
+
+
+def assert_warning_shown(page, ui, node_id: int, message: str) -> None:
+    """The encoder warns with ``message`` ("" for no warning): the pairing's state, and in Nodes 2.0 the banner the
+    page shows under the node (the classic canvas draws it with the node: see the screenshots)."""
+    page.wait_for_function(
+        "([id, message]) => app.graph.getNodeById(id).vaPairing.message === message",
+        arg=[node_id, message],
+        timeout=STATE_TIMEOUT_MS,
+    )
+    if ui.vue:
+        shown = f"⚠ {message}" if message else ""
+        page.wait_for_function(
+            f"([id, shown]) => ({SHOWN_WARNING})(id) === shown", arg=[node_id, shown], timeout=STATE_TIMEOUT_MS
+        )
+
+
+NEGATIVE_BOX = ("negative", "negative prompt · every view", None)
+#: Two views, both prompts filled: nothing marked.
+PAIRED_BOXES = [("prompt_1", "view 1 · Identity", None), ("prompt_2", "view 2 · Flip upside down", None), NEGATIVE_BOX]
+
+
+@on_every_ui
+def test_prompt_encoder_shows_a_prompt_box_per_wired_view_and_marks_mismatches(page, ui):
     ids = page.evaluate(
         """() => {
             const add = (type, x, y) => {
                 const n = LiteGraph.createNode(type); n.pos = [x, y]; app.graph.add(n); return n;
             };
             const identity = add("VisualAnagramsView_identity", 0, 0);
-            const flip = add("VisualAnagramsView_flip", 0, 120);
+            const flip = add("VisualAnagramsView_flip", 0, 160);
             const encoder = add("VisualAnagramsPromptEncoder", 380, 0);
             identity.connect(0, flip, 0);
             flip.connect(0, encoder, 1);
@@ -602,38 +740,51 @@ def test_prompt_encoder_shows_a_prompt_box_per_wired_view_and_marks_mismatches(p
     def box(k):
         return page.locator(f"textarea[data-va-label^='view {k} ·']").first
 
-    assert_prompt_boxes(page, encoder, ["prompt_1", "prompt_2"])
+    # Two empty prompts for two views: each box says its view, both marked as still to fill.
+    assert_boxes_shown(
+        page,
+        encoder,
+        [("prompt_1", "view 1 · Identity", "empty"), ("prompt_2", "view 2 · Flip upside down", "empty"), NEGATIVE_BOX],
+    )
     assert pairing()["labels"] == ["Identity", "Flip upside down"]
-    assert box(2).get_attribute("data-va-label") == "view 2 · Flip upside down"
-    # Two empty prompts for two views: marked as still to fill.
-    assert [p["problem"] for p in pairing()["problems"]] == ["empty", "empty"]
-    shoot(page, "pairing-empty")
+    assert_warning_shown(page, ui, encoder, "2 views wired: the prompts for views 1, 2 are empty")
+    shoot(page, shot(ui, "pairing-empty"))
 
+    # Typed into the boxes the page shows (Nodes 2.0 has text boxes of its own).
     box(1).click()
     page.keyboard.type("a campfire")
     box(2).click()
     page.keyboard.type("an old man")
-    assert pairing()["problems"] == [] and pairing()["message"] == ""
-    assert box(1).get_attribute("data-va-problem") is None
-    shoot(page, "pairing-ok")
+    page.evaluate("() => document.activeElement.blur()")  # done typing: no focus ring around the box
+    assert_boxes_shown(page, encoder, PAIRED_BOXES)
+    assert_warning_shown(page, ui, encoder, "")
+    assert pairing()["problems"] == []
+    shoot(page, shot(ui, "pairing-ok"))
 
     # Wire one view only: prompt 2 has no view any more; it stays visible and is marked.
     page.evaluate("(ids) => app.graph.getNodeById(ids.identity).connect(0, app.graph.getNodeById(ids.encoder), 1)", ids)
     page.wait_for_function(
         "(id) => app.graph.getNodeById(id).vaPairing.count === 1", arg=encoder, timeout=STATE_TIMEOUT_MS
     )
-    assert_prompt_boxes(page, encoder, ["prompt_1", "prompt_2"])
+    assert_boxes_shown(
+        page,
+        encoder,
+        [
+            ("prompt_1", "view 1 · Identity", None),
+            ("prompt_2", "view 2 · not in the chain: clear this prompt or add a view", "extra"),
+            NEGATIVE_BOX,
+        ],
+    )
     assert pairing()["problems"] == [{"k": 2, "problem": "extra"}]
-    assert "prompt 2 has no view" in pairing()["message"]
-    assert box(2).get_attribute("data-va-problem") == "extra"
+    assert_warning_shown(page, ui, encoder, "1 view wired: prompt 2 has no view: clear it or add a view")
     next_frames(page)
-    shoot(page, "pairing-mismatch")
+    shoot(page, shot(ui, "pairing-mismatch"))
 
     # Three views: a third, empty box appears, marked; a bypassed view counts for nothing.
     page.evaluate(
         """(ids) => {
             const g = app.graph, encoder = g.getNodeById(ids.encoder);
-            const rotate = LiteGraph.createNode("VisualAnagramsView_rotate_cw"); rotate.pos = [0, 240]; g.add(rotate);
+            const rotate = LiteGraph.createNode("VisualAnagramsView_rotate_cw"); rotate.pos = [0, 320]; g.add(rotate);
             g.getNodeById(ids.flip).connect(0, rotate, 0);
             rotate.connect(0, encoder, 1);
             window.__vaRotate = rotate.id;
@@ -643,22 +794,28 @@ def test_prompt_encoder_shows_a_prompt_box_per_wired_view_and_marks_mismatches(p
     page.wait_for_function(
         "(id) => app.graph.getNodeById(id).vaPairing.count === 3", arg=encoder, timeout=STATE_TIMEOUT_MS
     )
-    assert_prompt_boxes(page, encoder, ["prompt_1", "prompt_2", "prompt_3"])
+    assert_boxes_shown(
+        page,
+        encoder,
+        [
+            ("prompt_1", "view 1 · Identity", None),
+            ("prompt_2", "view 2 · Flip upside down", None),
+            ("prompt_3", "view 3 · Rotate 90° clockwise", "empty"),
+            NEGATIVE_BOX,
+        ],
+    )
     assert pairing()["problems"] == [{"k": 3, "problem": "empty"}]
+    assert_warning_shown(page, ui, encoder, "3 views wired: the prompt for view 3 is empty")
     page.evaluate("() => { app.graph.getNodeById(window.__vaRotate).mode = 4; app.canvas.setDirty(true, true); }")
     page.wait_for_function(
         "(id) => app.graph.getNodeById(id).vaPairing.count === 2", arg=encoder, timeout=STATE_TIMEOUT_MS
     )
-    assert_prompt_boxes(page, encoder, ["prompt_1", "prompt_2"])
-    assert pairing()["problems"] == []
+    assert_boxes_shown(page, encoder, PAIRED_BOXES)
+    assert_warning_shown(page, ui, encoder, "")
 
     # Hidden boxes leave no holes: the negative prompt's box follows the last visible one.
-    gap = page.evaluate(
-        """(id) => { const n = app.graph.getNodeById(id);
-                     const w = name => n.widgets.find(w => w.name === name).inputEl.getBoundingClientRect();
-                     return w("negative").top - w("prompt_2").bottom; }""",
-        encoder,
-    )
+    shown = {b["name"]: b for b in text_boxes(page, encoder)}
+    gap = shown["negative"]["top"] - shown["prompt_2"]["bottom"]
     assert 0 <= gap < 24, gap
     # Hidden prompts still go into the prompt, empty, in their order.
     prompt = page.evaluate("async () => (await app.graphToPrompt()).output")

@@ -20,6 +20,8 @@ Run ``python tests/tiny_models.py OUT_DIR`` to write them to a folder.
 
 from __future__ import annotations
 
+import json
+import shutil
 import string
 import sys
 from dataclasses import dataclass
@@ -205,6 +207,160 @@ def write_tiny_models(root: Path) -> TinyModelPaths:
     stage_1.text_encoder.save_pretrained(paths.text_encoder / "text_encoder", safe_serialization=True)
     stage_1.tokenizer.save_pretrained(paths.text_encoder / "tokenizer")
     return paths
+
+
+# -- single-file T5 v1.1 encoders, as ComfyUI users keep them (models/text_encoders/t5xxl_*.safetensors) --------
+#: The prefix checkpoints that bundle their text encoders put before T5's names (SD3's all-in-one files).
+BUNDLED_T5_PREFIX = "text_encoders.t5xxl.transformer."
+#: What each single file stores: the weights' dtype and how fp8 weights are scaled (see write_tiny_t5_files).
+T5_FILE_VARIANTS = (
+    "fp32",
+    "fp16",
+    "bf16",
+    "fp16_with_embed_tokens",
+    "bf16_embed_tokens_only",
+    "fp16_bundled",
+    "fp8_e4m3fn",
+    "fp8_e5m2",
+    "fp8_e4m3fn_scaled",
+    "fp8_e4m3fn_comfy_quant",
+)
+_T5_LINEAR_NAMES = ("q", "k", "v", "o", "wi_0", "wi_1", "wo")
+
+
+@dataclass(frozen=True)
+class TinyT5Files:
+    root: Path
+    folder: Path  # text_encoder/ (the fp32 master, save_pretrained) + tokenizer/ (T5's real tokenizer files)
+    tokenizer: Path
+    files: dict  # variant -> the single .safetensors file
+    rounded: dict  # fp8 variant -> a folder like ``folder`` holding the file's weights dequantized to fp32
+
+
+def build_tiny_t5_v1_1() -> T5EncoderModel:
+    """A T5 v1.1 encoder (gated GELU, 32 buckets) with T5's 32128 embedding rows, so T5's real tokenizer
+    works with it, and a tiny width. Layer norm weights are drawn too (T5 initialises them to 1).
+
+    Every weight is a bf16 value that fp16 holds exactly too (tiny ones are zeroed), so its fp32, fp16 and
+    bf16 files hold the same network, as IF-I's text_encoder/ and Flux's t5xxl_fp16 hold the same T5."""
+    torch.manual_seed(3)
+    config = T5Config(
+        vocab_size=32128,
+        d_model=TEXT_DIM,  # the tiny UNets take TEXT_DIM-wide states: a tiny single file drives them
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        layer_norm_epsilon=1e-6,
+        dropout_rate=0.0,
+    )
+    model = T5EncoderModel(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "layer_norm" in name:
+                parameter.uniform_(0.5, 1.5)
+            rounded = parameter.to(torch.bfloat16).float()
+            parameter.copy_(rounded.where(rounded.abs() >= 2.0**-14, 0.0))  # fp16's smallest normal
+    return model
+
+
+def write_tiny_t5_files(root: Path, tokenizer_dir: Path) -> TinyT5Files:
+    """The tiny T5 v1.1 as a transformers folder and as one single file per :data:`T5_FILE_VARIANTS`.
+
+    ``tokenizer_dir`` holds T5's tokenizer files (ComfyUI's comfy/text_encoders/t5_tokenizer); they are
+    copied next to the folder's text_encoder/. The variants:
+
+    - fp32 / fp16 / bf16: every tensor in that dtype, ``shared.weight`` only (Flux's t5xxl_fp16 layout);
+    - fp16_with_embed_tokens: also the tied ``encoder.embed_tokens.weight``; bf16_embed_tokens_only: only it;
+    - fp16_bundled: under ``text_encoders.t5xxl.transformer.``, beside a tensor of another model;
+    - fp8_e4m3fn / fp8_e5m2: every tensor cast to fp8 without scale;
+    - fp8_e4m3fn_scaled: ComfyUI's scaled fp8: linear weights as fp8 of weight / scale with
+      ``<layer>.scale_weight`` (scale = max |weight| / 448), ``<layer>.scale_input`` and the ``scaled_fp8``
+      marker; other tensors fp16;
+    - fp8_e4m3fn_comfy_quant: ComfyUI's newer layout: ``<layer>.weight_scale``, ``<layer>.input_scale`` and
+      ``<layer>.comfy_quant`` ({"format": "float8_e4m3fn"} as uint8); other tensors bf16.
+    """
+    from safetensors.torch import save_file
+
+    root = Path(root)
+    folder = root / "tiny-t5-v1_1"
+    tokenizer = folder / "tokenizer"
+    master = build_tiny_t5_v1_1()
+    master.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    _copy_tokenizer(Path(tokenizer_dir), tokenizer)
+    weights = {key: value for key, value in master.state_dict().items() if key != "encoder.embed_tokens.weight"}
+
+    files, rounded = {}, {}
+    for variant in T5_FILE_VARIANTS:
+        stored, dequantized = _t5_file_tensors(weights, variant)
+        path = root / "text_encoders" / f"tiny_t5_{variant}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(stored, path)
+        files[variant] = path
+        if variant.startswith("fp8"):
+            reference = build_tiny_t5_v1_1()
+            reference.load_state_dict(dequantized, strict=False)  # the tied embed_tokens follows shared
+            rounded[variant] = root / f"tiny-t5-v1_1-{variant}-rounded"
+            reference.save_pretrained(rounded[variant] / "text_encoder", safe_serialization=True)
+            _copy_tokenizer(Path(tokenizer_dir), rounded[variant] / "tokenizer")
+    return TinyT5Files(root=root, folder=folder, tokenizer=tokenizer, files=files, rounded=rounded)
+
+
+def _t5_file_tensors(weights: dict, variant: str) -> tuple[dict, dict]:
+    """(the tensors the variant's file stores, the weights they stand for in fp32)."""
+    fp8 = torch.float8_e5m2 if "e5m2" in variant else torch.float8_e4m3fn
+    stored, dequantized = {}, {}
+    for key, weight in weights.items():
+        layer = key[: -len(".weight")]
+        linear = layer.rsplit(".", 1)[-1] in _T5_LINEAR_NAMES
+        if variant in ("fp8_e4m3fn", "fp8_e5m2"):
+            stored[key] = weight.to(fp8)
+            dequantized[key] = stored[key].to(torch.float32)
+        elif variant.startswith("fp8") and linear:
+            limit = torch.finfo(fp8).max
+            scale = (weight.abs().max() / limit).to(torch.float32).reshape(())
+            stored[key] = (weight / scale).clamp(-limit, limit).to(fp8)
+            dequantized[key] = stored[key].to(torch.float32) * scale
+            if variant == "fp8_e4m3fn_scaled":
+                stored[layer + ".scale_weight"] = scale
+                stored[layer + ".scale_input"] = torch.ones(())
+            else:
+                stored[layer + ".weight_scale"] = scale
+                stored[layer + ".input_scale"] = torch.ones(())
+                marker = json.dumps({"format": "float8_e4m3fn"}).encode()
+                stored[layer + ".comfy_quant"] = torch.tensor(list(marker), dtype=torch.uint8)
+        else:
+            stored[key] = weight.to(_t5_float_dtype(variant)).contiguous()
+            dequantized[key] = stored[key].to(torch.float32)
+    if variant == "fp8_e4m3fn_scaled":
+        stored["scaled_fp8"] = torch.empty(0, dtype=fp8)
+    if variant == "fp16_with_embed_tokens":
+        stored["encoder.embed_tokens.weight"] = stored["shared.weight"].clone()
+    if variant == "bf16_embed_tokens_only":
+        stored["encoder.embed_tokens.weight"] = stored.pop("shared.weight")
+    if variant == "fp16_bundled":
+        stored = {BUNDLED_T5_PREFIX + key: value for key, value in stored.items()}
+        stored["model.diffusion_model.x_embedder.proj.weight"] = torch.zeros(4, 4, dtype=torch.float16)
+    return stored, dequantized
+
+
+def _t5_float_dtype(variant: str) -> torch.dtype:
+    """The dtype of a variant's tensors that are not fp8."""
+    if variant == "fp8_e4m3fn_scaled":
+        return torch.float16
+    if variant == "fp8_e4m3fn_comfy_quant":
+        return torch.bfloat16
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[variant[:4]]
+
+
+def _copy_tokenizer(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model"):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)
 
 
 if __name__ == "__main__":

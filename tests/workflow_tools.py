@@ -42,6 +42,12 @@ EXAMPLE_PICTURES = REPO / "nodes" / "example_pictures.py"
 
 #: The tiny random CLIP of tests/tiny_clip.py, as the test server's models/clip_vision holds it.
 TINY_CLIP = "tiny-clip"
+#: The tiny T5 v1.1 of tests/tiny_models.py as single files, named as the T5 loader lists them in the test server
+#: (models/text_encoders and the legacy models/clip), like Flux / SD3's t5xxl files: by precision.
+TINY_T5_FILES = {
+    "fp16": "tiny_t5xxl_fp16.safetensors",
+    "fp8_e4m3fn_scaled": "tiny_t5xxl_fp8_e4m3fn_scaled.safetensors",
+}
 #: The tiny offline models of tests/tiny_models.py and tests/tiny_clip.py, by the loader input that names them.
 TINY_MODELS = {
     ("VisualAnagramsLoadStageI", "model"): "tiny-IF-I",

@@ -1,6 +1,7 @@
 # Shared by the scripts: one place that knows how to build the virtualenv.
 # Sourced, not run. Defines VA_VENV, VA_PYTHON, ensure_test_env and ensure_comfyui
-# (ensure_test_env calls it; it exports COMFYUI_DIR for the tests), and ensure_browser.
+# (ensure_test_env calls it; it exports COMFYUI_DIR for the tests), and ensure_browser
+# (with ensure_frontends).
 
 VA_VENV="${VA_VENV:-$repo/.venv}"
 VA_PYTHON="$VA_VENV/bin/python"
@@ -115,6 +116,7 @@ PY
 # say why, so on a developer's machine a failed install is reported and the other tests
 # still run; in CI (CI set) it stops the run, since skipping would hide the canvas tests.
 ensure_browser() {
+  ensure_frontends || return
   if [ -n "${VA_CHROMIUM:-}" ] || [ -x /usr/bin/chromium ]; then
     return 0
   fi
@@ -143,4 +145,36 @@ ensure_browser() {
     [ -z "${CI:-}" ]
     return
   fi
+}
+
+# The other frontends the browser tests run on, besides the one ComfyUI's requirements put in
+# the virtualenv: tests/browser.py FRONTENDS names each comfyui-frontend-package version and the
+# folder under .cache it goes to, installed there on its own (no dependencies: a frontend is
+# static files) for the test server's --front-end-root. A folder holding that version is kept.
+# Like chromium: a failed install is reported and those tests skip, except in CI.
+ensure_frontends() {
+  local listing version dir
+  listing="$(cd "$repo/tests" && "$VA_PYTHON" -c '
+from browser import FRONTENDS
+for version, folder in FRONTENDS.items():
+    if folder is not None:
+        print(version, folder)
+')" || { echo "== could not read the frontends from tests/browser.py" >&2; return 1; }
+  while read -r version dir; do
+    [ -n "$version" ] || continue
+    if [ -f "$dir/comfyui_frontend_package/static/index.html" ] \
+        && [ -d "$dir/comfyui_frontend_package-$version.dist-info" ]; then
+      continue
+    fi
+    echo "== installing comfyui-frontend-package==$version into ${dir#"$repo"/}"
+    rm -rf "$dir" "$dir.partial"
+    if ! "$VA_PYTHON" -m pip install --quiet --no-deps --target "$dir.partial" \
+        "comfyui-frontend-package==$version"; then
+      echo "== installing comfyui-frontend-package==$version failed: its browser tests will be skipped" >&2
+      rm -rf "$dir.partial"
+      if [ -n "${CI:-}" ]; then return 1; fi
+      continue
+    fi
+    mv "$dir.partial" "$dir"
+  done <<< "$listing"
 }
