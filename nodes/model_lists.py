@@ -175,19 +175,26 @@ def _list_model_folders(roots: tuple[str, ...], holds_model: FolderCheck) -> dic
 
 def list_model_files(files: Iterable[tuple[str, str | os.PathLike]], holds_model: FileCheck) -> dict[str, Path]:
     """``{name: path}`` of the ``(name, path)`` files (ComfyUI's own listing of a folder type) that ``holds_model``
-    accepts, leaving out the weight files of model folders (a config.json beside them). Damaged files are left
-    out and logged once, like broken folders."""
+    accepts, leaving out the weight files of model folders (a config.json beside them). Each real file is listed
+    once, under its shortest name: ComfyUI's listing follows symlinks, so a link loop (``loop -> .``) would
+    otherwise offer the same file as loop/loop/.../name. Damaged files are left out and logged once, like broken
+    folders."""
     found: dict[str, Path] = {}
-    for name, path in files:
+    seen: set[str] = set()
+    for name, path in sorted(files, key=lambda item: (item[0].count("/"), item[0])):
         path = Path(path)
         if (path.parent / "config.json").is_file():
             continue  # the weights of a model folder (ComfyUI lists files recursively): listed as that folder
         try:
-            status = path.stat()
+            real = os.path.realpath(path)
+            status = os.stat(real)
         except OSError:  # vanished since ComfyUI listed it, or a dangling link
             continue
+        if real in seen:
+            continue
+        seen.add(real)
         stamp = (status.st_size, status.st_mtime_ns)
-        known = _file_verdicts.get((str(path), holds_model))
+        known = _file_verdicts.get((real, holds_model))
         if known is not None and known[0] == stamp:
             accepted = known[1]
         else:
@@ -196,9 +203,9 @@ def list_model_files(files: Iterable[tuple[str, str | os.PathLike]], holds_model
             except ModelLoadError as error:
                 _report_problem(path, str(error))
                 accepted = False
-            _file_verdicts[(str(path), holds_model)] = (stamp, accepted)
+            _file_verdicts[(real, holds_model)] = (stamp, accepted)
         if accepted:
-            found.setdefault(name, path)
+            found[name] = path
     return found
 
 
