@@ -3,7 +3,8 @@
 Compares this pack's sampler with a plain per-view loop like the published
 code's (``tests/paper_reference.py``, run once per candidate as the paper's
 ``generate.py`` does) over views, inverses, guidance, reduction and the
-scheduler step, with a stub UNet whose own time is measured and subtracted.
+scheduler step, with a stub UNet whose own time is measured and subtracted. Both
+samplers run as in every sampler benchmark (``sampler_runs.py``).
 
     python benchmarks/orchestration.py [--steps 10] [--repeats 3]
 
@@ -13,23 +14,14 @@ Target: ours at or below the published loop at every point, one UNet call per st
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from sampler_runs import ANAGRAM_VIEWS, PublishedPipeline, run_ours, run_published
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from pack import import_submodule  # noqa: E402
-from paper_reference import PAPER_VIEWS, paper_stage_1, paper_stage_2  # noqa: E402
-from tiny_models import if_image_noising_scheduler, if_scheduler  # noqa: E402
-
-sampling = import_submodule("sampling")
-views = import_submodule("views")
-
-VIEW_NAMES = {2: ["identity", "rotate_cw"], 4: ["identity", "rotate_cw", "flip", "negate"]}
-TEXT_TOKENS, TEXT_DIM = 77, 32
+TEXT_DIM = 32
+STAGE_SHAPES = {1: (64, 3), 2: (256, 6)}  # sample size, input channels
 
 
 class StubUNet(torch.nn.Module):
@@ -65,68 +57,19 @@ class StubUNet(torch.nn.Module):
         return (output,)
 
 
-class StubPipeline:
-    """What the published loop touches on a diffusers IF pipeline."""
-
-    def __init__(self, unet):
-        self.unet = unet
-        self.scheduler = if_scheduler()
-        self.image_noising_scheduler = if_image_noising_scheduler()
-
-    def prepare_intermediate_images(self, batch, channels, height, width, dtype, device, generator):
-        return torch.randn((batch, channels, height, width), generator=generator, dtype=dtype).to(device)
-
-    def preprocess_image(self, image, num_images_per_prompt, device):
-        return image.to(device=device, dtype=self.unet.dtype)
-
-
-def embeddings(num_views: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    return (
-        torch.randn(num_views, TEXT_TOKENS, TEXT_DIM, generator=generator),
-        torch.randn(num_views, TEXT_TOKENS, TEXT_DIM, generator=generator),
-    )
-
-
 def time_ours(stage: int, num_views: int, candidates: int, steps: int) -> tuple[float, float]:
-    size, channels = (64, 3) if stage == 1 else (256, 6)
-    unet = StubUNet(size, channels)
-    positive, negative = embeddings(num_views)
-    prompt_embeddings = sampling.PromptEmbeddings(positive, negative)
-    view_list = [views.make_view(name) for name in VIEW_NAMES[num_views]]
+    unet = StubUNet(*STAGE_SHAPES[stage])
     start = time.perf_counter()
-    if stage == 1:
-        sampling.sample_stage_1(
-            unet, if_scheduler(), view_list, prompt_embeddings, num_candidates=candidates, num_inference_steps=steps
-        )
-    else:
-        low_res = torch.rand(candidates, 3, 64, 64) * 2 - 1
-        sampling.sample_stage_2(
-            unet,
-            if_scheduler(),
-            if_image_noising_scheduler(),
-            low_res,
-            view_list,
-            prompt_embeddings,
-            num_inference_steps=steps,
-        )
+    run_ours(unet, stage, ANAGRAM_VIEWS[:num_views], candidates, steps)
     wall = time.perf_counter() - start
     return (wall - unet.seconds) / steps, unet.calls / steps
 
 
 def time_published(stage: int, num_views: int, candidates: int, steps: int) -> tuple[float, float]:
-    size, channels = (64, 3) if stage == 1 else (256, 6)
-    pipe = StubPipeline(StubUNet(size, channels))
-    positive, negative = embeddings(num_views)
-    paper_views = [PAPER_VIEWS[name]() for name in VIEW_NAMES[num_views]]
+    pipe = PublishedPipeline(StubUNet(*STAGE_SHAPES[stage]))
     start = time.perf_counter()
     for seed in range(candidates):  # the published code samples candidates one after another
-        generator = torch.manual_seed(seed)
-        if stage == 1:
-            paper_stage_1(pipe, positive, negative, paper_views, steps, 10.0, generator)
-        else:
-            low_res = torch.rand(1, 3, 64, 64) * 2 - 1
-            paper_stage_2(pipe, low_res, positive, negative, paper_views, steps, 10.0, 50, generator)
+        run_published(pipe, stage, ANAGRAM_VIEWS[:num_views], seed, steps)
     wall = time.perf_counter() - start
     return (wall - pipe.unet.seconds) / steps, pipe.unet.calls / steps
 

@@ -9,6 +9,7 @@
     .venv/bin/python demo/evaluate.py --from-picture --picture examples/pictures/digit_two.png --strengths 0.7
     .venv/bin/python demo/evaluate.py --ranking        # CLIP ranking of 8 candidates (the digits CLIP), one table
     .venv/bin/python demo/evaluate.py --balancing      # Anagram-MTL's CLIP view balancing off / on, one table
+    .venv/bin/python demo/evaluate.py --schedules      # fewer steps: success against UNet evaluations, one table
 
 By default it prints
 
@@ -49,6 +50,11 @@ With ``--balancing`` it samples every pairing without and with Anagram-MTL's noi
 (``sample_stage_1``'s ``balancing``: per-step view weights from the CLIP) and prints one table of success
 rates and the time per illusion.
 
+With ``--schedules`` it samples every pairing under each of :data:`SCHEDULES` (evenly spaced step counts and
+IF's tuned timestep lists) and prints one table of success rates, the UNet evaluations per illusion and the
+time per illusion, then the cheapest setting whose mean success is within :data:`SCHEDULE_TOLERANCE` of
+``--steps``' (30).
+
 The model is loaded with the pack's own loading code (``load_if_stage``,
 ``load_t5``) and sampled with its own Stage I sampler, so this measures what a
 ComfyUI user gets. Seeds 0..N-1 run as the candidates of one batch (candidate
@@ -79,7 +85,8 @@ from pack import import_submodule  # noqa: E402
 
 MODEL_DIR = DEMO / "IF-I-digits"
 
-#: The sampler settings of the demo workflow (scripts/build_workflows.py).
+#: The sampler settings the numbers in demo/README.md were measured at, the digits examples' (digits_demo runs 15
+#: steps, as good on this model: --schedules).
 STEPS = 30
 GUIDANCE = 4.0
 
@@ -102,6 +109,11 @@ STRENGTHS = (0.5, 0.7, 0.9)
 
 #: --ranking's candidates per run, as many as the demo workflow's sampler could be asked for.
 RANKING_CANDIDATES = 8
+
+#: --schedules' settings: step counts (evenly spaced by the model's scheduler) and IF's tuned timestep lists.
+SCHEDULES = (10, 15, 20, 30, 50, "fast27", "smart27", "smart50")
+#: --schedules: a setting counts as "equal quality" when its mean success is at most this far below the reference's.
+SCHEDULE_TOLERANCE = 0.02
 
 #: Pairings whose view turns one digit into the other by itself: any good picture of the first digit
 #: is the illusion, so they say nothing about a sampler and stay out of --compare-mtl's mean.
@@ -150,6 +162,7 @@ def sample(
     balancing_clip=None,
     start_image: torch.Tensor | None = None,
     strength: float = 1.0,
+    timesteps: str | None = None,
 ) -> torch.Tensor:
     """``seeds`` candidates (seeds ``seed`` .. ``seed + seeds - 1``) of the illusion: (K, 3, 64, 64) in [-1, 1].
 
@@ -157,6 +170,7 @@ def sample(
     ``sample_stage_1``; the prompts' concept words are their last words (the digit's word).
     ``balancing_clip`` (a CLIP scorer) turns on MTL's noise-vector balancing against the prompts.
     ``start_image`` (1 or K model-space pictures) and ``strength`` start the run from a picture.
+    ``timesteps`` (an IF schedule name such as ``"smart27"``) replaces ``steps``.
     """
     sampling = import_submodule("sampling")
     views = import_submodule("views")
@@ -181,6 +195,7 @@ def sample(
         balancing=balancing,
         start_image=start_image,
         strength=strength,
+        timesteps=timesteps,
     )
     return result.images.float().clamp(-1, 1)
 
@@ -344,6 +359,59 @@ def compare_balancing(model, classifier, scorer, pairings, *, seeds: int, steps:
     )
     per_illusion = [f"{value / (seeds * len(pairings)):.2f} s" for value in seconds.values()]
     print_variant_table(pairings, success, ("time per illusion", per_illusion))
+
+
+def schedule_steps(setting) -> int:
+    """How many UNet evaluations (denoising steps) a --schedules setting makes per illusion."""
+    if isinstance(setting, int):
+        return setting
+    return len(import_submodule("sampling.schedules").if_timestep_schedule(setting))
+
+
+def schedule_title(setting) -> str:
+    return f"{setting} steps" if isinstance(setting, int) else setting
+
+
+def cheapest_equal(means: dict, reference, tolerance: float = SCHEDULE_TOLERANCE):
+    """The setting with the fewest UNet evaluations whose mean success is at most ``tolerance`` below
+    ``reference``'s (ties: the better success, then the earlier setting)."""
+    floor = means[reference] - tolerance - 1e-9
+    equal = [setting for setting in means if means[setting] >= floor]
+    return min(equal, key=lambda setting: (schedule_steps(setting), -means[setting]))
+
+
+def compare_schedules(model, classifier, pairings, *, seeds: int, steps: int, guidance: float, save=None):
+    """Print one markdown table: each pairing's illusion success under each of :data:`SCHEDULES`, the mean over
+    the non-trivial pairings, the UNet evaluations and the time per illusion; then the cheapest setting within
+    :data:`SCHEDULE_TOLERANCE` of ``steps`` steps. Progress goes to stderr."""
+    settings = list(dict.fromkeys([*SCHEDULES, steps]))
+    success = {schedule_title(setting): [] for setting in settings}
+    seconds = dict.fromkeys(success, 0.0)
+    for pairing in pairings:
+        for setting in settings:
+            title = schedule_title(setting)
+            options = {"steps": setting} if isinstance(setting, int) else {"steps": steps, "timesteps": setting}
+            rate, _, _, elapsed = timed_illusion(
+                model, classifier, pairing, title, seeds=seeds, guidance=guidance, save=save, **options
+            )
+            seconds[title] += elapsed
+            success[title].append(rate)
+    counted = [index for index, pairing in enumerate(pairings) if pairing not in TRIVIAL] or list(range(len(pairings)))
+    means = {setting: float(np.mean([success[schedule_title(setting)][i] for i in counted])) for setting in settings}
+
+    print(
+        f"\nIllusion success (% of {seeds} seeds read right in both views) against the denoising steps, "
+        f"guidance {guidance}, reduction mean; step counts evenly spaced by the model's scheduler, named lists "
+        "are IF's own\n"
+    )
+    per_illusion = [f"{value / (seeds * len(pairings)):.2f} s" for value in seconds.values()]
+    print_variant_table(pairings, success, ("time per illusion", per_illusion))
+    print(table_row("UNet evaluations per illusion", (str(schedule_steps(setting)) for setting in settings)))
+    best = cheapest_equal(means, steps)
+    print(
+        f"\ncheapest within {SCHEDULE_TOLERANCE:.0%} of {steps} steps ({means[steps]:.1%}): {schedule_title(best)} "
+        f"({means[best]:.1%}, {schedule_steps(best)} UNet evaluations)"
+    )
 
 
 def scorer_name(scorer) -> str:
@@ -599,6 +667,11 @@ def main(argv=None) -> int:
         help="the illusions without and with Anagram-MTL's noise-vector balancing by a CLIP (one table)",
     )
     parser.add_argument(
+        "--schedules",
+        action="store_true",
+        help="the illusions at fewer and more steps and IF's timestep lists, against --steps (one table)",
+    )
+    parser.add_argument(
         "--clip",
         type=Path,
         help=f"--ranking / --balancing: the judging CLIP's folder (default {digits_clip.DEFAULT_OUTPUT}, the digits "
@@ -621,8 +694,10 @@ def main(argv=None) -> int:
         parser.error("--clip only applies with --ranking or --balancing")
     if args.candidates is not None and not args.ranking:
         parser.error("--candidates only applies with --ranking")
-    if judged and (args.ranking + args.balancing + args.compare_mtl + args.from_picture) > 1:
-        parser.error("--ranking, --balancing, --compare-mtl and --from-picture each print their own table: pick one")
+    if (args.ranking + args.balancing + args.compare_mtl + args.from_picture + args.schedules) > 1:
+        parser.error(
+            "--ranking, --balancing, --compare-mtl, --from-picture and --schedules each print their own table: pick one"
+        )
     candidates = RANKING_CANDIDATES if args.candidates is None else args.candidates
     if candidates < 2:
         parser.error(f"--candidates must be at least 2 to rank, got {candidates}")
@@ -664,6 +739,13 @@ def main(argv=None) -> int:
             steps=args.steps,
             guidance=args.guidance,
             save=args.save,
+        )
+        print(f"\ndone in {time.time() - started:.0f} s")
+        return 0
+
+    if args.schedules:
+        compare_schedules(
+            model, classifier, pairings, seeds=args.seeds, steps=args.steps, guidance=args.guidance, save=args.save
         )
         print(f"\ndone in {time.time() - started:.0f} s")
         return 0

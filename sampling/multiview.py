@@ -9,6 +9,14 @@ candidates at once with a single UNet call per step: the batch is laid out as
      cond(view 0, cand 0..K-1),   ..., cond(view N-1, ...)]
 
 which for K = 1 is exactly the published code's ``[neg_0..neg_N-1, pos_0..pos_N-1]``.
+
+Rows that would compute the same thing are computed once (:class:`BatchPlan`): two
+rows are the same when their views show the UNet the same tensor
+(``View.unet_input_key``) and their prompt embeddings are equal. Factorized views all
+show x_t itself and share the negative prompt, so their unconditional estimates
+are one row: 2N·K rows per step become (N+1)·K. Identical views with identical
+prompts share their conditional rows too. When nothing is shared the layout is the
+one above, row for row.
 """
 
 from __future__ import annotations
@@ -44,6 +52,47 @@ class PromptEmbeddings:
         return self.positive.shape[0]
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """Which UNet rows one step computes, for the views ``active``, and where each view's two estimates are.
+
+    ``inputs`` are the views whose ``view`` is computed (one per distinct UNet input); ``rows`` are the UNet
+    batch's rows, each (input slot, embedding index) and K candidates deep; ``uncond`` / ``cond`` give each
+    active view's rows. Made once per set of active views.
+    """
+
+    inputs: tuple[int, ...]
+    rows: tuple[tuple[int, int], ...]
+    uncond: tuple[int, ...]
+    cond: tuple[int, ...]
+
+    @classmethod
+    def build(cls, views: Sequence, active: Sequence[int], embedding_index, *, share: bool) -> BatchPlan:
+        """``embedding_index(half, n)``: the index of view n's negative (half 0) or positive (half 1) embedding
+        among the distinct embeddings. Without ``share`` every view gets rows of its own."""
+        input_keys, inputs, rows = {}, [], {}
+        placed: dict[int, list[int]] = {0: [], 1: []}
+        for half in (0, 1):
+            for n in active:
+                input_key = views[n].unet_input_key() if share else n
+                if input_key not in input_keys:
+                    input_keys[input_key] = len(inputs)
+                    inputs.append(n)
+                row = (input_keys[input_key], embedding_index(half, n))
+                key = row if share else (half, n)
+                if key not in rows:
+                    rows[key] = (len(rows), row)
+                placed[half].append(rows[key][0])
+        ordered = tuple(row for _, row in sorted(rows.values()))
+        return cls(tuple(inputs), ordered, tuple(placed[0]), tuple(placed[1]))
+
+    @property
+    def in_published_layout(self) -> bool:
+        """True when nothing is shared: the uncond rows of the views in order, then their cond rows."""
+        count = len(self.uncond)
+        return self.uncond == tuple(range(count)) and self.cond == tuple(range(count, 2 * count))
+
+
 class MultiViewDenoiser:
     """Guided, view-combined noise estimates for K candidates, one UNet call per step.
 
@@ -70,7 +119,10 @@ class MultiViewDenoiser:
         balancing=None,
         condition: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
+        share_rows: bool = True,
     ):
+        """``class_labels`` (Stage II: the noise level) are per candidate, (K,). ``share_rows`` computes rows
+        that would be the same once (:class:`BatchPlan`); off, every view gets rows of its own."""
         self.unet = unet
         self.views = list(views)
         self.num_views = len(self.views)
@@ -78,6 +130,7 @@ class MultiViewDenoiser:
         self.guidance_scale = guidance_scale
         self.reduction = reduction
         self.max_batch_size = max_batch_size
+        self.share_rows = share_rows
         self.weights = (
             None
             if view_weights is None
@@ -92,15 +145,15 @@ class MultiViewDenoiser:
 
         positive = embeddings.positive.to(device=device, dtype=dtype)
         negative = embeddings.negative.to(device=device, dtype=dtype).expand_as(positive)
-        # Row order of the UNet batch: view-major, candidates inside each view.
-        self._hidden_states = torch.cat(
-            [negative.repeat_interleave(num_candidates, 0), positive.repeat_interleave(num_candidates, 0)]
-        )
+        self._embeddings, self._embedding_index = _distinct_embeddings(negative, positive, share=share_rows)
         self._viewed_condition = (
             None if condition is None else torch.stack([view.view(condition) for view in self.views])
         )
         self._class_labels = class_labels
+        self._plans: dict[tuple[int, ...], BatchPlan] = {}
+        self._conditioning: dict[BatchPlan, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._unet_input: torch.Tensor | None = None
+        self._buffer_plan: BatchPlan | None = None
         self.balancing = balancing  # a BoundBalancing (MTL's per-step view weights) or None
 
     # -- one step ---------------------------------------------------------------------------
@@ -108,57 +161,76 @@ class MultiViewDenoiser:
         """The combined estimate (K, C_out, H, W) to hand to ``scheduler.step``."""
         if self.reduction == "alternate":
             # Only one view counts at this step, so only it goes through the UNet.
-            active = [step_index % self.num_views]
+            active = (step_index % self.num_views,)
         else:
-            active = list(range(self.num_views))
-        guided = self._guided_estimates(sample, timestep, active)  # (len(active), K, C_out, H, W)
+            active = tuple(range(self.num_views))
+        guided = self._guided_estimates(sample, timestep, self.plan(active))  # (len(active), K, C_out, H, W)
         inverted = torch.stack([self.views[n].inverse(estimate) for n, estimate in zip(active, guided, strict=True)])
         if self.balancing is not None:
             return self._reduce(inverted, self.balancing.weights(sample, inverted, timestep, step_index))
         return self._reduce(inverted)
 
-    def _guided_estimates(self, sample: torch.Tensor, timestep: torch.Tensor, active: list[int]) -> torch.Tensor:
-        k = self.num_candidates
-        rows = len(active) * k
-        unet_input = self._input_buffer(sample, active)
-        for slot, n in enumerate(active):
-            unet_input[slot * k : (slot + 1) * k, : sample.shape[1]] = self.views[n].view(sample)
-        # Classifier-free guidance: the conditional half sees the same viewed inputs.
-        unet_input[rows:, : sample.shape[1]] = unet_input[:rows, : sample.shape[1]]
+    def plan(self, active: tuple[int, ...] | None = None) -> BatchPlan:
+        """The UNet rows a step with the views ``active`` (default: all) computes."""
+        active = tuple(range(self.num_views)) if active is None else tuple(active)
+        if active not in self._plans:
+            self._plans[active] = BatchPlan.build(
+                self.views, active, lambda half, n: self._embedding_index[half, n], share=self.share_rows
+            )
+        return self._plans[active]
 
-        output = self._unet(unet_input, timestep, self._batch_rows(active))
-        uncond, cond = output[:rows], output[rows:]
+    def _guided_estimates(self, sample: torch.Tensor, timestep: torch.Tensor, plan: BatchPlan) -> torch.Tensor:
+        k, channels = self.num_candidates, sample.shape[1]
+        unet_input = self._input_buffer(sample, plan)
+        first_row_of_input: dict[int, slice] = {}
+        for row, (slot, _) in enumerate(plan.rows):
+            rows = slice(row * k, (row + 1) * k)
+            if slot in first_row_of_input:
+                # The same view of the same sample (the other half of a guidance pair, or a shared input).
+                unet_input[rows, :channels] = unet_input[first_row_of_input[slot], :channels]
+            else:
+                unet_input[rows, :channels] = self.views[plan.inputs[slot]].view(sample)
+                first_row_of_input[slot] = rows
+
+        output = self._unet(unet_input, timestep, plan).unflatten(0, (len(plan.rows), k))
+        if plan.in_published_layout:
+            active = len(plan.uncond)
+            uncond, cond = output[:active], output[active:]
+        else:
+            # Gathered copies: a shared row stays intact for the other views reading it.
+            uncond, cond = output[list(plan.uncond)], output[list(plan.cond)]
         # uncond + g * (cond - uncond) on the noise channels, in place; the
         # variance channels keep the conditional estimate, as IF's pipeline does.
-        guided_noise = cond[:, :NOISE_CHANNELS]
-        guided_noise.sub_(uncond[:, :NOISE_CHANNELS]).mul_(self.guidance_scale).add_(uncond[:, :NOISE_CHANNELS])
-        return cond.unflatten(0, (len(active), k))
+        guided_noise = cond[:, :, :NOISE_CHANNELS]
+        guided_noise.sub_(uncond[:, :, :NOISE_CHANNELS]).mul_(self.guidance_scale).add_(uncond[:, :, :NOISE_CHANNELS])
+        return cond
 
-    def _input_buffer(self, sample: torch.Tensor, active: list[int]) -> torch.Tensor:
-        """The UNet input, reused across steps; the Stage II condition is written once."""
-        k = self.num_candidates
-        rows = 2 * len(active) * k
+    def _input_buffer(self, sample: torch.Tensor, plan: BatchPlan) -> torch.Tensor:
+        """The UNet input, reused across steps; the Stage II condition is written when the plan changes."""
+        k, channels = self.num_candidates, sample.shape[1]
         condition_channels = 0 if self._viewed_condition is None else self._viewed_condition.shape[2]
-        shape = (rows, sample.shape[1] + condition_channels, *sample.shape[2:])
-        if self.reduction == "alternate" or self._unet_input is None:
+        shape = (len(plan.rows) * k, channels + condition_channels, *sample.shape[2:])
+        if plan is not self._buffer_plan:
             if self._unet_input is None or self._unet_input.shape != shape:
                 self._unet_input = sample.new_empty(shape)
             if self._viewed_condition is not None:
-                condition = self._viewed_condition[active].flatten(0, 1)
-                self._unet_input[:, sample.shape[1] :] = torch.cat([condition, condition])
+                for row, (slot, _) in enumerate(plan.rows):
+                    self._unet_input[row * k : (row + 1) * k, channels:] = self._viewed_condition[plan.inputs[slot]]
+            self._buffer_plan = plan
         return self._unet_input
 
-    def _batch_rows(self, active: list[int]) -> slice | torch.Tensor:
-        """Which rows of the full (all views) text/label batch the active views use."""
-        if len(active) == self.num_views:
-            return slice(None)
-        k, total = self.num_candidates, self.num_views * self.num_candidates
-        rows = [half * total + n * k + j for half in (0, 1) for n in active for j in range(k)]
-        return torch.tensor(rows, device=self._hidden_states.device)
+    def _plan_conditioning(self, plan: BatchPlan) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The text embeddings and class labels of the plan's UNet rows, made once per plan."""
+        if plan not in self._conditioning:
+            k = self.num_candidates
+            index = torch.tensor([embedding for _, embedding in plan.rows], device=self._embeddings.device)
+            hidden_states = self._embeddings[index.repeat_interleave(k)]
+            labels = None if self._class_labels is None else self._class_labels.repeat(len(plan.rows))
+            self._conditioning[plan] = (hidden_states, labels)
+        return self._conditioning[plan]
 
-    def _unet(self, unet_input: torch.Tensor, timestep: torch.Tensor, rows) -> torch.Tensor:
-        hidden_states = self._hidden_states[rows]
-        class_labels = None if self._class_labels is None else self._class_labels[rows]
+    def _unet(self, unet_input: torch.Tensor, timestep: torch.Tensor, plan: BatchPlan) -> torch.Tensor:
+        hidden_states, class_labels = self._plan_conditioning(plan)
         chunk = self.max_batch_size or unet_input.shape[0]
         outputs = [
             self.unet(
@@ -194,3 +266,20 @@ class MultiViewDenoiser:
             noise = (noise * (self.weights if self.reduction == "sum" else normalised)).sum(0)
             variance = (variance * normalised).sum(0)
         return torch.cat([noise, variance], dim=1)
+
+
+def _distinct_embeddings(
+    negative: torch.Tensor, positive: torch.Tensor, *, share: bool
+) -> tuple[torch.Tensor, dict[tuple[int, int], int]]:
+    """The distinct prompt embeddings (E, L, D) and, for each (half, view) (half 0 negative, 1 positive), the
+    index of its embedding. Equal means bit-equal: an empty negative shared by every view is one embedding."""
+    table: list[torch.Tensor] = []
+    index: dict[tuple[int, int], int] = {}
+    for half, embeddings in enumerate((negative, positive)):
+        for n, embedding in enumerate(embeddings):
+            found = next((i for i, seen in enumerate(table) if share and torch.equal(seen, embedding)), None)
+            if found is None:
+                table.append(embedding)
+                found = len(table) - 1
+            index[half, n] = found
+    return torch.stack(table), index

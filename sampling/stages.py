@@ -137,6 +137,7 @@ def sample_stage_1(
     project_reference: bool = True,
     inpainting: str = "renoised",
     max_batch_size: int | None = None,
+    share_unet_rows: bool = True,
     callback: StepCallback | None = None,
     device: torch.device | str | None = None,
 ) -> SampleResult:
@@ -154,6 +155,9 @@ def sample_stage_1(
     outside the mask) make the illusion from a picture
     (:mod:`.pictures`): (1 or K, 3, S, S) in model space at the UNet's size, the mask (1 or K, 1, S, S)
     with 1 = repaint.
+
+    ``share_unet_rows`` computes UNet rows that would be identical once (:class:`.multiview.BatchPlan`:
+    factorized views' unconditional estimate, 2N·K rows per step become (N+1)·K); off only to compare.
     """
     with _autograd_off(gradients_inside=anti_segregation is not None):
         run = RunChecks(
@@ -207,6 +211,7 @@ def sample_stage_1(
             device=device,
             dtype=dtype,
             balancing=_bound_balancing(balancing, views, scheduler, guide, view_weights, device),
+            share_rows=share_unet_rows,
             **run.denoiser_options(),
         )
         refine = None
@@ -253,6 +258,7 @@ def sample_stage_2(
     project_reference: bool = True,
     inpainting: str = "renoised",
     max_batch_size: int | None = None,
+    share_unet_rows: bool = True,
     callback: StepCallback | None = None,
     device: torch.device | str | None = None,
 ) -> SampleResult:
@@ -264,6 +270,7 @@ def sample_stage_2(
 
     The picture inputs are Stage I's, at this stage's size: ``start_image`` is the high-resolution
     picture the run starts from (diffusers' ``original_image``), while ``image`` stays the condition.
+    ``share_unet_rows`` is Stage I's.
     """
     # The image first: its batch is the candidates, so an empty one is an image problem.
     check_stage_2_inputs(unet, image_noising_scheduler, image, noise_level)
@@ -314,8 +321,6 @@ def sample_stage_2(
     augmentation = randn_tensor(upscaled.shape, generator=generators, device=device, dtype=dtype)
     upscaled = image_noising_scheduler.add_noise(upscaled, augmentation, timesteps=noise_levels)
 
-    # The UNet batch is [uncond | cond] x views x candidates; labels follow the candidates.
-    class_labels = noise_levels.repeat(2 * len(views))
     denoiser = MultiViewDenoiser(
         unet,
         views,
@@ -323,7 +328,8 @@ def sample_stage_2(
         device=device,
         dtype=dtype,
         condition=upscaled,
-        class_labels=class_labels,
+        class_labels=noise_levels,
+        share_rows=share_unet_rows,
         balancing=_bound_balancing(balancing, views, scheduler, guide, view_weights, device),
         **run.denoiser_options(),
     )

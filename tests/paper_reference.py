@@ -193,7 +193,7 @@ def paper_stage_1(
 
     The published code resizes it itself (``TF.resize(ref_im, height)``); here the caller does.
     """
-    device = torch.device("cpu")
+    device = pipe.unet.device  # the published code runs on the pipeline's execution device
     size = pipe.unet.config.sample_size
     embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
     if timesteps is None:
@@ -231,7 +231,7 @@ def paper_stage_2(
     ref_im=None,
 ):
     """``ref_im``: as in ``paper_stage_1``, at this UNet's size; it acts on the noisy image, never the condition."""
-    device = torch.device("cpu")
+    device = pipe.unet.device  # the published code runs on the pipeline's execution device
     size = pipe.unet.config.sample_size
     embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
     pipe.scheduler.set_timesteps(steps, device=device)

@@ -7,8 +7,9 @@ the illusion viewer, wires views to the prompt encoder. Screenshots go to
 test-artifacts/browser/ (tests/browser.py has the fixtures and helpers).
 
 The whole suite runs on ComfyUI 0.3.75's own frontend on the classic canvas (FULL_SUITE_UI); what
-the pack adds to the canvas (socket colours, the viewer, prompt pairing) and opening and running an
-example run on every frontend of FRONTENDS in both modes too (``@on_every_ui``). In Nodes 2.0 the
+the pack adds to the canvas (socket colours, prompt pairing) and opening and running an example run on
+every frontend of FRONTENDS in both modes too (``@on_every_ui``), the viewer's pixel check on the newest
+frontend in Nodes 2.0 too. In Nodes 2.0 the
 nodes are DOM: the tests read what the user sees there from the DOM (the text boxes, their labels and
 marks, the warning banner, the sockets' dots) where on the classic canvas they read LiteGraph's state.
 """
@@ -70,6 +71,9 @@ views_module = import_submodule("views")
 on_every_ui = on_uis(*UIS)
 #: The rest: on FULL_SUITE_UI only (named, so that every test of the module shares its page for that UI).
 full_suite_only = on_uis(FULL_SUITE_UI)
+#: The viewer draws the same way in every mode of a frontend (one DOM widget), so its pixel-exact check runs on
+#: FULL_SUITE_UI and on the newest frontend in Nodes 2.0: the oldest and newest of both axes, at half the CI time.
+on_oldest_and_newest_ui = on_uis(FULL_SUITE_UI, UIS[-1])
 
 
 def shot(ui, name: str) -> str:
@@ -563,7 +567,7 @@ def expected_view(picture, name: str):
     return Image.fromarray(((shown.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
 
 
-@on_every_ui
+@on_oldest_and_newest_ui
 def test_viewer_plays_each_view_exactly_and_captions_it_with_its_prompt(page, ui):
     picture = orientation_picture(256)
     picture.save(ui.server.input_dir / "va_orientation.png")

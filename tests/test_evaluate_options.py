@@ -374,3 +374,53 @@ def test_main_trains_the_digits_clip_when_its_folder_is_missing(monkeypatch, cap
     assert trained == [folder]
     assert f"no CLIP in {folder}: training the digits CLIP there first" in capsys.readouterr().out
     assert received["args"][2].source == str(folder)  # the scorer handed on is the folder's CLIP
+
+
+def test_sample_passes_an_if_schedule_name_to_stage_1(monkeypatch):
+    calls = []
+
+    def fake_stage_1(unet, scheduler, views, embeddings, **options):
+        calls.append(options)
+        return SimpleNamespace(images=torch.zeros(options["num_candidates"], 3, 64, 64))
+
+    monkeypatch.setattr(sampling, "sample_stage_1", fake_stage_1)
+    model = SimpleNamespace(unet=None, scheduler=None, encode=lambda prompts: prompts)
+    evaluate.sample(model, ["identity", "flip"], ["a", "b"], seeds=2, steps=15)
+    evaluate.sample(model, ["identity", "flip"], ["a", "b"], seeds=2, timesteps="smart27")
+    assert (calls[0]["num_inference_steps"], calls[0]["timesteps"]) == (15, None)
+    assert calls[1]["timesteps"] == "smart27"
+
+
+def test_compare_schedules_runs_every_setting_and_names_the_cheapest_within_two_points(monkeypatch, capsys):
+    seen = []
+
+    # Success grows with the steps up to 20, where it reaches the reference's 0.6 minus one point.
+    def fake_success(model, classifier, view, first, second, *, seeds, steps, guidance, timesteps=None, **options):
+        seen.append(timesteps or steps)
+        evaluations = evaluate.schedule_steps(timesteps or steps)
+        rate = (
+            1.0
+            if (view, first, second) in evaluate.TRIVIAL
+            else min(0.6, 0.4 + evaluations / 100) - (0.01 if evaluations in (20, 27) else 0.0)
+        )
+        return rate, [rate, rate], torch.zeros(seeds, 3, 64, 64)
+
+    monkeypatch.setattr(evaluate, "illusion_success", fake_success)
+    pairings = [("flip", 2, 5), ("rotate_180", 6, 9)]
+    evaluate.compare_schedules(None, None, pairings, seeds=4, steps=30, guidance=4.0)
+
+    assert seen == [*evaluate.SCHEDULES] * len(pairings)
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert table[0] == "| pairing | 10 steps | 15 steps | 20 steps | 30 steps | 50 steps | fast27 | smart27 | smart50 |"
+    assert table[-1] == "| UNet evaluations per illusion | 10 | 15 | 20 | 30 | 50 | 27 | 27 | 50 |"
+    assert "| **mean over the non-trivial pairings** | **50%** | **55%** | **59%** | **60%** |" in out
+    assert "cheapest within 2% of 30 steps (60.0%): 20 steps (59.0%, 20 UNet evaluations)" in out
+
+
+def test_cheapest_equal_prefers_fewer_evaluations_then_better_success():
+    # 15 steps is 2.5 points below 30: not equal. fast27 and smart27 cost the same: the better one wins.
+    means = {10: 0.40, 15: 0.575, "fast27": 0.59, 30: 0.60, "smart27": 0.61}
+    assert evaluate.cheapest_equal(means, 30) == "smart27"
+    # Exactly two points below still counts.
+    assert evaluate.cheapest_equal({15: 0.58, 30: 0.60}, 30) == 15

@@ -492,7 +492,17 @@ def test_t5_quantized_on_cpu(tiny_models, t5_fp32, precision, layer):
     similarity = torch.nn.functional.cosine_similarity(out.positive.flatten(1), reference.flatten(1))
     assert similarity.min() > (0.99 if precision == "8bit" else 0.8)
     assert t5.estimated_bytes < t5_fp32.estimated_bytes
+    # transformers keeps T5's feed-forward output layers in fp32, unquantised: estimated_t5_bytes counts on it.
+    wo = t5.model.encoder.block[0].layer[1].DenseReluDense.wo
+    assert type(wo) is torch.nn.Linear and wo.weight.dtype == torch.float32
     text.release_t5(t5)
+
+
+@pytest.mark.parametrize("precision, measured", [("8bit", 8.18e9), ("4bit", 6.37e9)])
+def test_quantized_t5_xxl_estimate_counts_the_fp32_feed_forward_outputs(precision, measured):
+    """benchmarks/memory.py --part real measured a random T5-XXL's footprint at 8bit / 4bit on the CPU."""
+    estimate = text.estimated_t5_bytes("DeepFloyd/IF-I-XL-v1.0", precision)
+    assert abs(estimate - measured) / measured < 0.03
 
 
 def test_t5_quantized_without_bitsandbytes(tiny_models, monkeypatch):

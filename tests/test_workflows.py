@@ -312,7 +312,8 @@ def test_digits_demo_runs_the_embedded_model_without_stage_ii():
     assert by_type["VisualAnagramsLoadStageI"] == [{"model": DEMO_MODEL, "dtype": "auto", "offload": "auto"}]
     assert not {"VisualAnagramsLoadStageII", "VisualAnagramsStageII", "VisualAnagramsStageIII"} & set(by_type)
     (stage_1,) = by_type["VisualAnagramsStageI"]
-    assert (stage_1["seed"], stage_1["steps"], stage_1["guidance"], stage_1["candidates"]) == (0, 30, 4.0, 4)
+    # 15 steps: as good as 30 on this model (demo/evaluate.py --schedules), in half the time.
+    assert (stage_1["seed"], stage_1["steps"], stage_1["guidance"], stage_1["candidates"]) == (0, 15, 4.0, 4)
     (encoder,) = by_type["VisualAnagramsPromptEncoder"]
     assert encoder["style"] == "" and (encoder["prompt_1"], encoder["prompt_2"]) == ("the digit two", "the digit five")
     assert [n["class_type"] for n in api.values() if n["class_type"].startswith("VisualAnagramsView_")] == [
@@ -336,8 +337,13 @@ def test_digits_from_picture_is_the_demo_started_from_the_handwritten_two():
         return found
 
     from_picture = api_workflow("digits_from_picture")
-    # Models, prompts, views, sampler settings, upscaling and outputs: digits_demo's.
-    assert settings(from_picture) == settings(api_workflow("digits_demo"))
+    # Models, prompts, views, sampler settings, upscaling and outputs: digits_demo's, but for the steps: the 30
+    # its strengths were measured at (README, "Illusions from a picture").
+    demo = settings(api_workflow("digits_demo"))
+    (demo_stage_1,) = demo["VisualAnagramsStageI"]
+    assert demo_stage_1["steps"] == 15
+    demo_stage_1["steps"] = 30
+    assert settings(from_picture) == demo
     stage_1 = samplers_of(from_picture)["VisualAnagramsStageI"]
     assert from_picture[stage_1["start_image"][0]]["inputs"]["image"] == DIGIT_TWO
 

@@ -8,13 +8,14 @@ refining at larger sizes and animating are shared.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import replace
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from .base import ParamSpec, View, ViewError, WholeImageMotion, map_noise_channels
+from .base import UNCHANGED, ParamSpec, View, ViewError, WholeImageMotion, map_noise_channels
 from .frames import centred, crossfade_frame
 from .geometry import disc_mask, rotate_inside
 from .motions import RegionLayout, random_swings
@@ -56,6 +57,9 @@ class IdentityView(WholeImageView):
     def inverse(self, eps: Tensor) -> Tensor:
         self.checked_size(eps)
         return eps
+
+    def unet_input_key(self) -> Hashable:
+        return UNCHANGED
 
 
 class FlipView(WholeImageView):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,6 +22,9 @@ from torch import Tensor
 
 #: IF's UNets output noise in channels [:3] and a learned variance in [3:].
 NOISE_CHANNELS = 3
+
+#: The :meth:`View.unet_input_key` of every view whose ``view`` returns the image itself.
+UNCHANGED = "unchanged"
 
 
 class ViewError(ValueError):
@@ -169,6 +172,12 @@ class View(ABC):
     def preview(self, image: Tensor) -> Tensor:
         """What a person sees under this view."""
         return self.view(image)
+
+    def unet_input_key(self) -> Hashable:
+        """Views with equal keys show the UNet the same tensor for the same image, so a sampler may compute
+        their UNet rows once (same prompt embedding too). ``view`` depends on the class and the parameters
+        only; views that show the image unchanged (identity, factorized views) share :data:`UNCHANGED`."""
+        return (type(self).__qualname__, tuple(sorted(self._params.items())))
 
     def whole_image_motion(self) -> WholeImageMotion | None:
         """This view as one motion of the whole picture, if it is one (identity, flips, rotations,

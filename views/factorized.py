@@ -14,11 +14,12 @@ not rescaled, so previews of complementary views add up to the image.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Hashable
 from typing import ClassVar
 
 from torch import Tensor
 
-from .base import ParamSpec, View, map_noise_channels, working_precision
+from .base import UNCHANGED, ParamSpec, View, map_noise_channels, working_precision
 from .filters import diagonal_blur, gaussian_blur, scaled_kernel_size, scaled_sigma
 from .frames import crossfade_frame, gain_frame, shake_frame, shrink_frame
 
@@ -43,6 +44,9 @@ class FactorizedView(View):
     def inverse(self, eps: Tensor) -> Tensor:
         self.checked_size(eps)
         return map_noise_channels(eps, self.component)
+
+    def unet_input_key(self) -> Hashable:
+        return UNCHANGED
 
     def preview(self, image: Tensor) -> Tensor:
         self.checked_size(image)

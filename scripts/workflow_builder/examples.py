@@ -46,6 +46,9 @@ ANIMATION = {"fps": 24.0, "lossless": False, "quality": 90, "method": "default"}
 #: The embedded demo model (demo/IF-I-digits: a tiny Stage I and its tiny T5, both inside the pack), as
 #: the loaders list it, and the sampler settings measured for it (demo/README.md): 64 px, no Stage II.
 DEMO_MODEL = pack_submodule("sampling.if_models").EMBEDDED_DEMO
+#: The demo workflow's steps: the fewest whose illusion success on the digits model is within two points of
+#: 30 steps' (demo/evaluate.py --schedules, 20 seeds: 52 % at 15 steps, 51 % at 30; README "Fewer steps").
+DEMO_STEPS = 15
 DEMO_STAGE_I = {"seed": SEED, "steps": 30, "schedule": "steps", "guidance": 4.0, "reduction": "auto", "candidates": 4}
 DEMO_UPSCALE = {"upscale_method": "bicubic", "scale_by": 4.0}  # 64 -> 256 px, for a visible picture
 DEMO_PREFIX = "visual_anagrams_demo"
@@ -162,6 +165,7 @@ WORKFLOWS: tuple[Illusion, ...] = (
         ("the digit two", "the digit five"),
         style="",
         demo=True,
+        stage_1_options={"steps": DEMO_STEPS},
         output_folder=DEMO_PREFIX,
     ),
     # The same demo with Anagram-MTL's rectification and anti-segregation on, to compare with it (on this

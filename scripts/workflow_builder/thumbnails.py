@@ -98,7 +98,7 @@ def demo_result(illusion: Illusion, input_dir: Path):
         prompts,
         seeds=1,
         seed=DEMO_STAGE_I["seed"],
-        steps=DEMO_STAGE_I["steps"],
+        steps=options.get("steps", DEMO_STAGE_I["steps"]),
         guidance=DEMO_STAGE_I["guidance"],
         rectify=bool(options.get("rectify", False)),
         anti_segregation=anti_segregation,
