@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from pack import import_submodule  # noqa: E402
 
 if_models = import_submodule("sampling.if_models")
+t5_single_file = import_submodule("sampling.t5_single_file")
 
 #: Where models built at run time go (gitignored through .cache/).
 CACHE_DIR = REPO / ".cache" / "benchmarks"
@@ -149,17 +150,13 @@ REFERENCE_ARCHITECTURES = {
 }
 
 #: google/t5-v1_1-xxl's config.json (the encoder of every IF-I repo's text_encoder/).
+#: Its sizes are the pack's one record of them (``sampling.t5_single_file.IF_T5_XXL``).
 T5_XXL_CONFIG = dict(
-    vocab_size=32128,
-    d_model=4096,
-    d_kv=64,
-    d_ff=10240,
-    num_layers=24,
-    num_heads=64,
+    **t5_single_file.IF_T5_XXL,
     relative_attention_num_buckets=32,
-    relative_attention_max_distance=128,
+    relative_attention_max_distance=t5_single_file.RELATIVE_ATTENTION_MAX_DISTANCE,
     feed_forward_proj="gated-gelu",
-    layer_norm_epsilon=1e-6,
+    layer_norm_epsilon=t5_single_file.LAYER_NORM_EPSILON,
     dropout_rate=0.1,
     tie_word_embeddings=False,
 )

@@ -150,8 +150,8 @@ class MultiViewDenoiser:
             None if condition is None else torch.stack([view.view(condition) for view in self.views])
         )
         self._class_labels = class_labels
-        self._plans: dict[tuple[int, ...], BatchPlan] = {}
-        self._conditioning: dict[BatchPlan, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        # Per set of active views: its plan, and its rows' text embeddings and class labels.
+        self._plans: dict[tuple[int, ...], tuple[BatchPlan, torch.Tensor, torch.Tensor | None]] = {}
         self._unet_input: torch.Tensor | None = None
         self._buffer_plan: BatchPlan | None = None
         self.balancing = balancing  # a BoundBalancing (MTL's per-step view weights) or None
@@ -164,7 +164,7 @@ class MultiViewDenoiser:
             active = (step_index % self.num_views,)
         else:
             active = tuple(range(self.num_views))
-        guided = self._guided_estimates(sample, timestep, self.plan(active))  # (len(active), K, C_out, H, W)
+        guided = self._guided_estimates(sample, timestep, active)  # (len(active), K, C_out, H, W)
         inverted = torch.stack([self.views[n].inverse(estimate) for n, estimate in zip(active, guided, strict=True)])
         if self.balancing is not None:
             return self._reduce(inverted, self.balancing.weights(sample, inverted, timestep, step_index))
@@ -172,14 +172,23 @@ class MultiViewDenoiser:
 
     def plan(self, active: tuple[int, ...] | None = None) -> BatchPlan:
         """The UNet rows a step with the views ``active`` (default: all) computes."""
-        active = tuple(range(self.num_views)) if active is None else tuple(active)
+        return self._planned(tuple(range(self.num_views)) if active is None else tuple(active))[0]
+
+    def _planned(self, active: tuple[int, ...]) -> tuple[BatchPlan, torch.Tensor, torch.Tensor | None]:
+        """The plan for ``active`` with its rows' text embeddings and class labels, made once."""
         if active not in self._plans:
-            self._plans[active] = BatchPlan.build(
+            plan = BatchPlan.build(
                 self.views, active, lambda half, n: self._embedding_index[half, n], share=self.share_rows
             )
+            k = self.num_candidates
+            index = torch.tensor([embedding for _, embedding in plan.rows], device=self._embeddings.device)
+            hidden_states = self._embeddings[index.repeat_interleave(k)]
+            labels = None if self._class_labels is None else self._class_labels.repeat(len(plan.rows))
+            self._plans[active] = (plan, hidden_states, labels)
         return self._plans[active]
 
-    def _guided_estimates(self, sample: torch.Tensor, timestep: torch.Tensor, plan: BatchPlan) -> torch.Tensor:
+    def _guided_estimates(self, sample: torch.Tensor, timestep: torch.Tensor, active: tuple[int, ...]) -> torch.Tensor:
+        plan, hidden_states, class_labels = self._planned(active)
         k, channels = self.num_candidates, sample.shape[1]
         unet_input = self._input_buffer(sample, plan)
         first_row_of_input: dict[int, slice] = {}
@@ -192,7 +201,7 @@ class MultiViewDenoiser:
                 unet_input[rows, :channels] = self.views[plan.inputs[slot]].view(sample)
                 first_row_of_input[slot] = rows
 
-        output = self._unet(unet_input, timestep, plan).unflatten(0, (len(plan.rows), k))
+        output = self._unet(unet_input, timestep, hidden_states, class_labels).unflatten(0, (len(plan.rows), k))
         if plan.in_published_layout:
             active = len(plan.uncond)
             uncond, cond = output[:active], output[active:]
@@ -219,18 +228,7 @@ class MultiViewDenoiser:
             self._buffer_plan = plan
         return self._unet_input
 
-    def _plan_conditioning(self, plan: BatchPlan) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The text embeddings and class labels of the plan's UNet rows, made once per plan."""
-        if plan not in self._conditioning:
-            k = self.num_candidates
-            index = torch.tensor([embedding for _, embedding in plan.rows], device=self._embeddings.device)
-            hidden_states = self._embeddings[index.repeat_interleave(k)]
-            labels = None if self._class_labels is None else self._class_labels.repeat(len(plan.rows))
-            self._conditioning[plan] = (hidden_states, labels)
-        return self._conditioning[plan]
-
-    def _unet(self, unet_input: torch.Tensor, timestep: torch.Tensor, plan: BatchPlan) -> torch.Tensor:
-        hidden_states, class_labels = self._plan_conditioning(plan)
+    def _unet(self, unet_input: torch.Tensor, timestep: torch.Tensor, hidden_states, class_labels) -> torch.Tensor:
         chunk = self.max_batch_size or unet_input.shape[0]
         outputs = [
             self.unet(
